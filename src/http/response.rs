@@ -1,0 +1,126 @@
+//! HTTP responses: JSON bodies, the JSON error shape of PROTOCOL.md section
+//! 1, and serialisation with `X-Correlation-ID` and keep-alive headers.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::protocol::ErrorCode;
+
+/// A response about to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if there is a body.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON body.
+    pub fn json(status: u16, body: &impl Serialize) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec()),
+        }
+    }
+
+    /// `{"error":{"code","message"}}`.
+    pub fn error(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::json(
+            status,
+            &json!({"error": {"code": code, "message": message.into()}}),
+        )
+    }
+
+    /// A body of `content_type`.
+    pub fn body(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// No body.
+    pub fn empty(status: u16) -> Self {
+        Self::body(status, "", Vec::new())
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The bytes on the wire.
+    pub fn to_bytes(&self, correlation_id: &str, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(200 + self.body.len());
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nX-Correlation-ID: {correlation_id}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        );
+        out.extend_from_slice(head.as_bytes());
+        if !self.content_type.is_empty() {
+            out.extend_from_slice(format!("Content-Type: {}\r\n", self.content_type).as_bytes());
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// The reason phrase for `status`.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_json_with_the_correlation_id() {
+        let r = Response::error(404, ErrorCode::NotFound, "no such route");
+        let bytes = r.to_bytes("c-1", true);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(text.contains("X-Correlation-ID: c-1\r\n"));
+        assert!(text.contains("Content-Type: application/json\r\n"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "not_found");
+        assert_eq!(v["error"]["message"], "no such route");
+    }
+}

@@ -1,0 +1,243 @@
+//! The WebSocket handshake of PROTOCOL.md section 2: validating the upgrade
+//! request (method, headers, key, version, subprotocol, Origin, token,
+//! rooms), asking the hub to admit it, and answering 101 or a JSON refusal.
+
+use std::net::SocketAddr;
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use base64::Engine as _;
+use futures_lite::AsyncWriteExt;
+use smol::net::TcpStream;
+
+use super::Context;
+use super::access::{bearer, request_origin_allowed};
+use super::request::Request;
+use super::response::Response;
+use crate::auth::{self, Claims};
+use crate::connection::{self, Upgraded};
+use crate::hub::{JoinRequest, Refusal};
+use crate::protocol::{Encoding, ErrorCode, is_valid_room};
+
+/// What a valid upgrade request asks for.
+#[derive(Debug)]
+struct Accepted {
+    accept_key: String,
+    encoding: Encoding,
+    /// Whether the client offered subprotocols (and so gets one back).
+    offered: bool,
+    claims: Option<Claims>,
+    rooms: Vec<String>,
+}
+
+/// Answers an upgrade request on `stream`; on success runs the connection
+/// until its reader ends.
+pub(crate) async fn upgrade(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    request: Request,
+    leftover: Vec<u8>,
+    correlation_id: String,
+    ctx: &Context,
+) {
+    let accepted = match check(&request, ctx) {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            ctx.hub.rejected(refusal.error.code).await;
+            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            return;
+        }
+    };
+    let (outbound_tx, outbound_rx) = async_channel::unbounded();
+    let (control_tx, control_rx) = async_channel::bounded(1);
+    let join = JoinRequest {
+        peer,
+        origin: request.header("origin").map(str::to_string),
+        user_agent: request.header("user-agent").map(str::to_string),
+        encoding: accepted.encoding,
+        claims: accepted.claims,
+        rooms: accepted.rooms,
+        correlation_id: correlation_id.clone(),
+        outbound: outbound_tx,
+        control: control_tx.clone(),
+    };
+    let joined = match ctx.hub.join(join).await {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(refusal)) => {
+            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            return;
+        }
+        Err(_) => {
+            let refusal = Refusal {
+                retry_after: Some(1),
+                ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
+            };
+            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            return;
+        }
+    };
+
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nX-Correlation-ID: {correlation_id}\r\n",
+        accepted.accept_key
+    );
+    if accepted.offered {
+        head.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            accepted.encoding.protocol()
+        ));
+    }
+    head.push_str("\r\n");
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        ctx.hub.leave(joined.id, "error").await;
+        return;
+    }
+    let upgraded = Upgraded {
+        id: joined.id,
+        encoding: accepted.encoding,
+        hub: ctx.hub.clone(),
+        outbound: outbound_rx,
+        control_rx,
+        control_tx,
+        max_message_bytes: ctx.config.max_message_bytes,
+        rate_limit_per_s: ctx.config.rate_limit_per_s,
+        rate_limit_burst: ctx.config.rate_limit_burst,
+        shutdown_grace: ctx.config.shutdown_grace,
+        done: joined.live,
+    };
+    connection::run(stream, leftover, upgraded, &ctx.spawner).await;
+}
+
+async fn refuse(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    refusal: &Refusal,
+    correlation_id: &str,
+    ctx: &Context,
+) {
+    ctx.log
+        .info("handshake rejected")
+        .field("correlation_id", correlation_id)
+        .field("ip", peer.ip())
+        .field("status", refusal.status)
+        .field("code", refusal.error.code)
+        .field("message", &refusal.error.message)
+        .emit();
+    let mut response = Response::error(refusal.status, refusal.error.code, &refusal.error.message);
+    if let Some(secs) = refusal.retry_after {
+        response = response.with_header("Retry-After", secs.to_string());
+    }
+    if refusal.status == 426 {
+        response = response.with_header("Sec-WebSocket-Version", "13");
+    }
+    // The peer may already be gone; there is nothing more to tell it.
+    let _ = stream
+        .write_all(&response.to_bytes(correlation_id, false))
+        .await;
+    let _ = stream.close().await;
+}
+
+fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {
+    let bad = |message: &str| Refusal::new(400, ErrorCode::BadRequest, message);
+    if request.method != "GET" || request.minor_version != 1 {
+        return Err(bad("a WebSocket upgrade is a GET over HTTP/1.1"));
+    }
+    if !request.has_token("upgrade", "websocket") || !request.has_token("connection", "upgrade") {
+        return Err(bad(
+            "not a WebSocket upgrade: send `Upgrade: websocket` and `Connection: Upgrade`",
+        ));
+    }
+    if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Refusal::new(
+            426,
+            ErrorCode::BadRequest,
+            "only Sec-WebSocket-Version 13 is supported",
+        ));
+    }
+    let key = request
+        .header("sec-websocket-key")
+        .map(str::trim)
+        .unwrap_or("");
+    let key_ok = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|k| k.len() == 16);
+    if !key_ok {
+        return Err(bad("Sec-WebSocket-Key must be 16 bytes in base64"));
+    }
+
+    let offers: Vec<&str> = request.header_tokens("sec-websocket-protocol").collect();
+    let encoding = if offers.is_empty() {
+        Encoding::Json
+    } else {
+        offers
+            .iter()
+            .find_map(|o| Encoding::from_protocol(o))
+            .ok_or_else(|| {
+                Refusal::new(
+                    400,
+                    ErrorCode::UnsupportedProtocol,
+                    "offer wshub.json or wshub.msgpack in Sec-WebSocket-Protocol",
+                )
+            })?
+    };
+
+    let rooms = match request.query_param("rooms") {
+        None => Vec::new(),
+        Some(list) => {
+            let mut rooms: Vec<String> = Vec::new();
+            for room in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                if !is_valid_room(room) {
+                    return Err(bad(&format!(
+                        "`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"
+                    )));
+                }
+                if !rooms.iter().any(|r| r == room) {
+                    rooms.push(room.to_string());
+                }
+            }
+            rooms
+        }
+    };
+
+    if !request_origin_allowed(request, &ctx.config) {
+        return Err(Refusal::new(
+            403,
+            ErrorCode::OriginNotAllowed,
+            "this Origin is not allowed to connect (see allowed_origins)",
+        ));
+    }
+
+    let claims = match &ctx.config.jwt_secret {
+        None => None,
+        Some(secret) => {
+            let token = bearer(request)
+                .map(str::to_string)
+                .or_else(|| request.query_param("token"))
+                .filter(|t| !t.is_empty());
+            let Some(token) = token else {
+                return Err(Refusal::new(
+                    403,
+                    ErrorCode::Unauthenticated,
+                    "a token is required: `Authorization: Bearer <jwt>` or `?token=<jwt>`",
+                ));
+            };
+            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
+                .map_err(|e| Refusal::new(403, e.code, e.message))?;
+            if let Some(room) = rooms.iter().find(|r| !claims.may_subscribe(r)) {
+                return Err(Refusal::new(
+                    403,
+                    ErrorCode::Forbidden,
+                    format!("the token does not allow room `{room}`"),
+                ));
+            }
+            Some(claims)
+        }
+    };
+
+    Ok(Accepted {
+        accept_key: derive_accept_key(key.as_bytes()),
+        encoding,
+        offered: !offers.is_empty(),
+        claims,
+        rooms,
+    })
+}

@@ -1,0 +1,298 @@
+//! The only way into the hub: [`Command`]s on an async channel, wrapped in a
+//! clonable [`HubClient`] whose calls wait for one-shot replies.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use super::conn::{ConnId, ConnectionInfo, Outbound};
+use super::health::{HealthReport, Status};
+use crate::auth::Claims;
+use crate::protocol::{
+    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Published,
+};
+
+/// A WebSocket upgrade asking to become a connection.
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The request's `Origin`.
+    pub origin: Option<String>,
+    /// The request's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The negotiated subprotocol.
+    pub encoding: Encoding,
+    /// The verified token, if any.
+    pub claims: Option<Claims>,
+    /// Rooms from `?rooms=`.
+    pub rooms: Vec<String>,
+    /// The upgrade request's correlation ID, carried by the welcome.
+    pub correlation_id: String,
+    /// Where the hub queues messages for the writer.
+    pub outbound: Sender<Outbound>,
+    /// Where the hub asks the writer to close.
+    pub control: Sender<CloseCode>,
+}
+
+/// An admitted connection.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// Its ID.
+    pub id: ConnId,
+    /// Held by the writer until the socket is finished; the server waits
+    /// for every one of these at shutdown.
+    pub live: Sender<()>,
+}
+
+/// Why an upgrade was refused: the HTTP status and the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status (403, 429, 503, …).
+    pub status: u16,
+    /// The `error` body.
+    pub error: ProtocolError,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u32>,
+}
+
+impl Refusal {
+    /// A refusal with `status`, `code` and `message`.
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: ProtocolError::new(code, message),
+            retry_after: None,
+        }
+    }
+}
+
+/// A room in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomInfo {
+    /// The room's name.
+    pub room: String,
+    /// How many connections are subscribed.
+    pub subscribers: usize,
+    /// The seq of its newest event.
+    pub last_seq: u64,
+    /// Its members, when asked for one room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<Member>>,
+}
+
+/// A room member, as `presence` and the registry show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// The connection.
+    pub connection_id: String,
+    /// Its user, or `None`.
+    pub user: Option<String>,
+}
+
+/// A component's health as `PUT /api/health/{component}` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentState {
+    /// The component's name.
+    pub component: String,
+    /// Its status.
+    pub status: Status,
+    /// Its detail, if any.
+    pub detail: Option<String>,
+    /// When its status last changed.
+    pub since: String,
+}
+
+/// Everything the hub task can be asked.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join(Box<JoinRequest>, Sender<Result<Joined, Refusal>>),
+    Rejected(ErrorCode),
+    Message {
+        conn: ConnId,
+        message: Result<ClientMessage, DecodeError>,
+        bytes: usize,
+    },
+    Alive(ConnId),
+    Dropped {
+        conn: ConnId,
+        count: u64,
+        notify: bool,
+    },
+    Leave {
+        conn: ConnId,
+        reason: &'static str,
+    },
+    Publish {
+        publish: Publish,
+        correlation_id: String,
+        started: Instant,
+        reply: Sender<Result<Published, ProtocolError>>,
+    },
+    SetHealth {
+        component: String,
+        status: Status,
+        detail: Option<String>,
+        correlation_id: String,
+        reply: Sender<ComponentState>,
+    },
+    Health(Sender<HealthReport>),
+    Connections(Option<String>, Sender<Vec<ConnectionInfo>>),
+    Connection(ConnId, Sender<Option<ConnectionInfo>>),
+    Disconnect(ConnId, Sender<bool>),
+    Rooms(Sender<Vec<RoomInfo>>),
+    Room(String, Sender<Option<RoomInfo>>),
+    Metrics(Sender<String>),
+    Shutdown,
+}
+
+/// The hub has stopped (it is shutting down or has shut down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubGone;
+
+impl std::fmt::Display for HubGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the hub has stopped")
+    }
+}
+
+impl std::error::Error for HubGone {}
+
+/// A clonable way to ask the hub task things.
+#[derive(Debug, Clone)]
+pub(crate) struct HubClient {
+    tx: Sender<Command>,
+}
+
+impl HubClient {
+    /// A client and the receiving end the hub task reads.
+    pub fn channel() -> (Self, Receiver<Command>) {
+        // Bounded so that a flood of client messages pushes back on the
+        // readers that produce it instead of growing without limit.
+        let (tx, rx) = async_channel::bounded(4096);
+        (Self { tx }, rx)
+    }
+
+    /// Whether the hub task has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    async fn send(&self, command: Command) -> Result<(), HubGone> {
+        self.tx.send(command).await.map_err(|_| HubGone)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, HubGone> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.send(make(tx)).await?;
+        rx.recv().await.map_err(|_| HubGone)
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<Result<Joined, Refusal>, HubGone> {
+        self.call(|tx| Command::Join(Box::new(request), tx)).await
+    }
+
+    pub async fn rejected(&self, code: ErrorCode) {
+        // Only a counter; a stopped hub has nothing left to count.
+        let _ = self.send(Command::Rejected(code)).await;
+    }
+
+    pub async fn message(
+        &self,
+        conn: ConnId,
+        message: Result<ClientMessage, DecodeError>,
+        bytes: usize,
+    ) -> Result<(), HubGone> {
+        self.send(Command::Message {
+            conn,
+            message,
+            bytes,
+        })
+        .await
+    }
+
+    pub async fn alive(&self, conn: ConnId) -> Result<(), HubGone> {
+        self.send(Command::Alive(conn)).await
+    }
+
+    pub async fn dropped(&self, conn: ConnId, count: u64, notify: bool) -> Result<(), HubGone> {
+        self.send(Command::Dropped {
+            conn,
+            count,
+            notify,
+        })
+        .await
+    }
+
+    pub async fn leave(&self, conn: ConnId, reason: &'static str) {
+        // A stopped hub has already forgotten every connection.
+        let _ = self.send(Command::Leave { conn, reason }).await;
+    }
+
+    pub async fn publish(
+        &self,
+        publish: Publish,
+        correlation_id: String,
+    ) -> Result<Result<Published, ProtocolError>, HubGone> {
+        let started = Instant::now();
+        self.call(|reply| Command::Publish {
+            publish,
+            correlation_id,
+            started,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn set_health(
+        &self,
+        component: String,
+        status: Status,
+        detail: Option<String>,
+        correlation_id: String,
+    ) -> Result<ComponentState, HubGone> {
+        self.call(|reply| Command::SetHealth {
+            component,
+            status,
+            detail,
+            correlation_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn health(&self) -> Result<HealthReport, HubGone> {
+        self.call(Command::Health).await
+    }
+
+    pub async fn connections(&self, user: Option<String>) -> Result<Vec<ConnectionInfo>, HubGone> {
+        self.call(|tx| Command::Connections(user, tx)).await
+    }
+
+    pub async fn connection(&self, id: ConnId) -> Result<Option<ConnectionInfo>, HubGone> {
+        self.call(|tx| Command::Connection(id, tx)).await
+    }
+
+    pub async fn disconnect(&self, id: ConnId) -> Result<bool, HubGone> {
+        self.call(|tx| Command::Disconnect(id, tx)).await
+    }
+
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, HubGone> {
+        self.call(Command::Rooms).await
+    }
+
+    pub async fn room(&self, name: String) -> Result<Option<RoomInfo>, HubGone> {
+        self.call(|tx| Command::Room(name, tx)).await
+    }
+
+    pub async fn metrics(&self) -> Result<String, HubGone> {
+        self.call(Command::Metrics).await
+    }
+
+    pub async fn shutdown(&self) {
+        // Already stopping or stopped is what the caller wants.
+        let _ = self.send(Command::Shutdown).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! What the hub keeps per connection: its queues, identity, rooms and
+//! counters, and the registry view of it (PROTOCOL.md section 7).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_channel::Sender;
+use serde::Serialize;
+
+use crate::auth::Claims;
+use crate::protocol::{CloseCode, Encoded, Encoding, Timestamp};
+
+/// A connection's ID, shown as a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u128);
+
+impl ConnId {
+    /// A fresh random ID.
+    pub fn random() -> Self {
+        let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        Self(uuid.as_u128())
+    }
+
+    /// Parses an ID as shown in `connection_id`.
+    pub fn parse(text: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(text).ok().map(|u| Self(u.as_u128()))
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_u128(self.0).hyphenated().fmt(f)
+    }
+}
+
+impl Serialize for ConnId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What the hub queues for a connection's writer.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A hub message, already encoded.
+    Message(Encoded),
+    /// A protocol Ping frame.
+    Ping,
+}
+
+/// The hub's record of one open connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub id: ConnId,
+    pub outbound: Sender<Outbound>,
+    pub control: Sender<CloseCode>,
+    pub encoding: Encoding,
+    pub claims: Option<Claims>,
+    pub peer: SocketAddr,
+    pub origin: Option<String>,
+    pub user_agent: Option<String>,
+    pub connected_at: Timestamp,
+    pub connected: Instant,
+    pub last_seen: Instant,
+    pub rooms: BTreeSet<String>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped: u64,
+}
+
+impl Conn {
+    /// The user ID, if the connection has a token.
+    pub fn user(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.sub.as_str())
+    }
+
+    /// Queues `item` unless `limit` items are already waiting; `false` means
+    /// the peer is a slow consumer.
+    pub fn push(&mut self, item: Outbound, limit: usize) -> bool {
+        if self.outbound.len() >= limit {
+            return false;
+        }
+        if let Outbound::Message(m) = &item {
+            self.messages_out += 1;
+            self.bytes_out += m.len() as u64;
+        }
+        // The writer holds the receiver until the hub drops this sender, so
+        // an unbounded send cannot fail here; if the writer died early the
+        // reader's `Leave` is on its way and the message is moot.
+        let _ = self.outbound.try_send(item);
+        true
+    }
+
+    /// The registry view of this connection.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            connection_id: self.id.to_string(),
+            user: self.user().map(str::to_string),
+            ip: self.peer.ip().to_string(),
+            port: self.peer.port(),
+            connected_at: self.connected_at.to_string(),
+            protocol: self.encoding.protocol(),
+            origin: self.origin.clone(),
+            user_agent: self.user_agent.clone(),
+            rooms: self.rooms.iter().cloned().collect(),
+            messages_in: self.messages_in,
+            messages_out: self.messages_out,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// A connection's metadata, as the registry API and [`crate::Handle::connections`] show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionInfo {
+    /// The connection's ID.
+    pub connection_id: String,
+    /// The token's `sub`, or `None` for anonymous connections.
+    pub user: Option<String>,
+    /// Peer IP address.
+    pub ip: String,
+    /// Peer port.
+    pub port: u16,
+    /// When the connection opened.
+    pub connected_at: String,
+    /// `wshub.json` or `wshub.msgpack`.
+    pub protocol: &'static str,
+    /// The upgrade request's `Origin`.
+    pub origin: Option<String>,
+    /// The upgrade request's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Subscribed rooms, sorted.
+    pub rooms: Vec<String>,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages queued to it.
+    pub messages_out: u64,
+    /// Bytes received in messages.
+    pub bytes_in: u64,
+    /// Bytes queued to it in messages.
+    pub bytes_out: u64,
+    /// Messages dropped by the rate limit.
+    pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let id = ConnId::random();
+        assert_eq!(ConnId::parse(&id.to_string()), Some(id));
+        assert_eq!(ConnId::parse("nope"), None);
+        assert_ne!(ConnId::random(), id);
+    }
+}

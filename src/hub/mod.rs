@@ -1,0 +1,470 @@
+//! The hub task: the one owner of connections, rooms, history, limits and
+//! counters. Everything else reaches it through [`Command`]s; it answers on
+//! one-shot channels and feeds each connection's writer through a queue it
+//! only ever `try_send`s to, so no publisher waits for a client.
+//!
+//! Its single timer drives the heartbeat and the liveness sweep (heartbeat
+//! timeouts, token expiry, idempotency keys).
+
+mod admin;
+mod command;
+mod conn;
+mod health;
+mod publish;
+mod room;
+mod session;
+
+pub use command::{ComponentState, HubGone, JoinRequest, Member, Refusal, RoomInfo};
+pub use conn::{ConnId, ConnectionInfo, Outbound};
+pub use health::{Component, HealthReport, Status};
+
+pub(crate) use command::{Command, HubClient, Joined};
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use async_channel::Receiver;
+use futures_lite::FutureExt;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::unix_now;
+use crate::config::Config;
+use crate::log::Logger;
+use crate::metrics::Metrics;
+use crate::protocol::{
+    CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
+    timestamp_now,
+};
+use conn::Conn;
+use health::Health;
+use room::Room;
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+/// The liveness sweep runs at least this often (token expiry is due within 1 s).
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// ...and at most this often, however short the heartbeat timeout.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The state the hub task owns.
+pub(crate) struct Hub {
+    config: Config,
+    epoch: String,
+    log: Logger,
+    started: Instant,
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<String, Room>,
+    users: HashMap<String, BTreeSet<ConnId>>,
+    per_ip: HashMap<IpAddr, usize>,
+    health: Health,
+    idempotency: HashMap<String, (Instant, Published)>,
+    metrics: Metrics,
+    schemas: Option<crate::schema::Schemas>,
+    draining: bool,
+    live: async_channel::Sender<()>,
+}
+
+enum Wake {
+    Command(Command),
+    Timer,
+    Closed,
+}
+
+impl Hub {
+    /// A hub with no connections, for the process epoch `epoch`.
+    pub fn new(
+        config: Config,
+        epoch: String,
+        log: Logger,
+        schemas: Option<crate::schema::Schemas>,
+        live: async_channel::Sender<()>,
+    ) -> Self {
+        Self {
+            config,
+            epoch,
+            log,
+            started: Instant::now(),
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            users: HashMap::new(),
+            per_ip: HashMap::new(),
+            health: Health::default(),
+            idempotency: HashMap::new(),
+            metrics: Metrics::default(),
+            schemas,
+            draining: false,
+            live,
+        }
+    }
+
+    /// Serves commands until [`Command::Shutdown`] (or until every client is
+    /// gone), then closes every connection with 1001.
+    pub async fn run(mut self, commands: Receiver<Command>) {
+        let sweep_every =
+            (self.config.heartbeat_timeout / 4).clamp(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL);
+        let now = Instant::now();
+        let mut next_heartbeat = now + self.config.heartbeat_interval;
+        let mut next_sweep = now + sweep_every;
+        let mut timer = smol::Timer::at(next_heartbeat.min(next_sweep));
+        loop {
+            let wake = async { commands.recv().await.map_or(Wake::Closed, Wake::Command) }
+                .or(async {
+                    (&mut timer).await;
+                    Wake::Timer
+                })
+                .await;
+            match wake {
+                Wake::Command(Command::Shutdown) | Wake::Closed => break,
+                Wake::Command(command) => self.handle(command),
+                Wake::Timer => {}
+            }
+            // Checked after every command too: a hub that is never idle must
+            // still beat and sweep on time.
+            let now = Instant::now();
+            if now >= next_heartbeat || now >= next_sweep {
+                if now >= next_heartbeat {
+                    self.heartbeat();
+                    next_heartbeat = now + self.config.heartbeat_interval;
+                }
+                if now >= next_sweep {
+                    self.sweep(now);
+                    next_sweep = now + sweep_every;
+                }
+                timer.set_at(next_heartbeat.min(next_sweep));
+            }
+        }
+        self.drain();
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Join(request, reply) => {
+                let outcome = self.join(*request);
+                // The upgrading task may have given up (its socket died); the
+                // connection it would have been is then removed by its Leave.
+                let _ = reply.try_send(outcome);
+            }
+            Command::Rejected(code) => self.metrics.rejected(code.as_str()),
+            Command::Message {
+                conn,
+                message,
+                bytes,
+            } => self.on_message(conn, message, bytes),
+            Command::Alive(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_seen = Instant::now();
+                }
+            }
+            Command::Dropped {
+                conn,
+                count,
+                notify,
+            } => self.on_dropped(conn, count, notify),
+            Command::Leave { conn, reason } => {
+                self.remove(conn, reason);
+            }
+            Command::Publish {
+                publish,
+                correlation_id,
+                started,
+                reply,
+            } => {
+                let outcome = self.publish(publish, correlation_id, None, started);
+                let _ = reply.try_send(outcome);
+            }
+            Command::SetHealth {
+                component,
+                status,
+                detail,
+                correlation_id,
+                reply,
+            } => {
+                let state = self.set_health(component, status, detail, &correlation_id);
+                let _ = reply.try_send(state);
+            }
+            Command::Health(reply) => {
+                let _ = reply.try_send(self.health_report());
+            }
+            Command::Connections(user, reply) => {
+                let _ = reply.try_send(self.connections(user.as_deref()));
+            }
+            Command::Connection(id, reply) => {
+                let _ = reply.try_send(self.conns.get(&id).map(Conn::info));
+            }
+            Command::Disconnect(id, reply) => {
+                let found = self.conns.contains_key(&id);
+                if found {
+                    self.close(id, CloseCode::Admin);
+                }
+                let _ = reply.try_send(found);
+            }
+            Command::Rooms(reply) => {
+                let _ = reply.try_send(self.room_list());
+            }
+            Command::Room(name, reply) => {
+                let _ = reply.try_send(self.room_info(&name));
+            }
+            Command::Metrics(reply) => {
+                let _ = reply.try_send(self.render_metrics());
+            }
+            Command::Shutdown => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn join(&mut self, request: JoinRequest) -> Result<Joined, Refusal> {
+        let refusal = self.admit(&request);
+        if let Err(refusal) = &refusal {
+            self.metrics.rejected(refusal.error.code.as_str());
+            return Err(refusal.clone());
+        }
+        let now = Instant::now();
+        let id = ConnId::random();
+        let ip = request.peer.ip();
+        let user = request.claims.as_ref().map(|c| c.sub.clone());
+        let mut conn = Conn {
+            id,
+            outbound: request.outbound,
+            control: request.control,
+            encoding: request.encoding,
+            claims: request.claims,
+            peer: request.peer,
+            origin: request.origin,
+            user_agent: request.user_agent,
+            connected_at: Timestamp::now(),
+            connected: now,
+            last_seen: now,
+            rooms: request.rooms.iter().cloned().collect(),
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            dropped: 0,
+        };
+        let welcome = json!({
+            "connection_id": id,
+            "epoch": self.epoch,
+            "protocol": conn.encoding.protocol(),
+            "user": user,
+            "rooms": request.rooms,
+            "heartbeat_interval_ms": self.config.heartbeat_interval.as_millis() as u64,
+            "heartbeat_timeout_ms": self.config.heartbeat_timeout.as_millis() as u64,
+            "max_message_bytes": self.config.max_message_bytes,
+        });
+        let ts = timestamp_now();
+        let env = Envelope::message("welcome", welcome, Some(&request.correlation_id), &ts, None);
+        conn.push(Outbound::Message(encode(&env, conn.encoding)), usize::MAX);
+        for room in &request.rooms {
+            self.rooms
+                .entry(room.clone())
+                .or_default()
+                .members
+                .insert(id);
+        }
+        *self.per_ip.entry(ip).or_default() += 1;
+        if let Some(user) = &user {
+            self.users.entry(user.clone()).or_default().insert(id);
+        }
+        self.metrics.connections_accepted += 1;
+        self.log
+            .info("connection opened")
+            .field("connection_id", id)
+            .field("correlation_id", &request.correlation_id)
+            .field("ip", ip)
+            .field("port", request.peer.port())
+            .maybe("user", user.as_deref())
+            .field("protocol", conn.encoding.protocol())
+            .field("rooms", &request.rooms)
+            .emit();
+        self.conns.insert(id, conn);
+        Ok(Joined {
+            id,
+            live: self.live.clone(),
+        })
+    }
+
+    fn admit(&self, request: &JoinRequest) -> Result<(), Refusal> {
+        let busy = |status, message: &str| Refusal {
+            retry_after: Some(1),
+            ..Refusal::new(status, ErrorCode::TooManyConnections, message)
+        };
+        if self.draining {
+            return Err(Refusal {
+                retry_after: Some(self.config.shutdown_grace.as_secs().max(1) as u32),
+                ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
+            });
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return Err(busy(503, "the hub is at max_connections"));
+        }
+        let per_ip = self.config.max_connections_per_ip;
+        if per_ip > 0 && self.per_ip.get(&request.peer.ip()).copied().unwrap_or(0) >= per_ip {
+            return Err(busy(429, "too many connections from this address"));
+        }
+        let per_user = self.config.max_connections_per_user;
+        if let Some(claims) = &request.claims {
+            let open = self.users.get(&claims.sub).map_or(0, BTreeSet::len);
+            if per_user > 0 && open >= per_user {
+                return Err(busy(429, "too many connections for this user"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection (once; later calls do nothing) and counts why it ended.
+    fn remove(&mut self, id: ConnId, reason: &'static str) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        for name in &conn.rooms {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.members.remove(&id);
+                if room.is_idle() {
+                    self.rooms.remove(name);
+                }
+            }
+        }
+        let ip = conn.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        if let Some(user) = conn.user() {
+            if let Some(ids) = self.users.get_mut(user) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.users.remove(user);
+                }
+            }
+        }
+        let lasted = conn.connected.elapsed().as_secs_f64();
+        self.metrics.disconnected(reason, lasted);
+        self.log
+            .info("connection closed")
+            .field("connection_id", id)
+            .field("reason", reason)
+            .maybe("user", conn.user())
+            .field("duration_s", (lasted * 1000.0).round() / 1000.0)
+            .field("messages_in", conn.messages_in)
+            .field("messages_out", conn.messages_out)
+            .emit();
+        Some(conn)
+    }
+
+    /// Forgets a connection and asks its writer to close with `code`.
+    fn close(&mut self, id: ConnId, code: CloseCode) {
+        if let Some(conn) = self.remove(id, code.disconnect_reason()) {
+            self.log
+                .debug("closing connection")
+                .field("connection_id", id)
+                .field("close_code", code.code())
+                .emit();
+            // The control channel holds one close; a second close for the
+            // same connection (the reader's own) is redundant.
+            let _ = conn.control.try_send(code);
+        }
+    }
+
+    /// Encodes a non-event message for one connection and queues it.
+    fn send<P: Serialize>(
+        &mut self,
+        id: ConnId,
+        kind: &str,
+        payload: P,
+        correlation_id: Option<&str>,
+        reference: Option<&str>,
+    ) {
+        let limit = self.config.send_queue;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let ts = timestamp_now();
+        let env = Envelope::message(kind, payload, correlation_id, &ts, reference);
+        if !conn.push(Outbound::Message(encode(&env, conn.encoding)), limit) {
+            self.close(id, CloseCode::SlowConsumer);
+        }
+    }
+
+    /// Sends an `error` reply carrying `details` beside `code` and `message`.
+    fn send_error(
+        &mut self,
+        id: ConnId,
+        error: &ProtocolError,
+        details: serde_json::Value,
+        correlation_id: &str,
+        reference: Option<&str>,
+    ) {
+        let mut payload = json!({"code": error.code, "message": error.message});
+        if let (Some(payload), serde_json::Value::Object(extra)) =
+            (payload.as_object_mut(), details)
+        {
+            payload.extend(extra);
+        }
+        self.log
+            .debug("error reply")
+            .field("connection_id", id)
+            .field("correlation_id", correlation_id)
+            .field("code", error.code)
+            .field("message", &error.message)
+            .emit();
+        self.send(id, "error", payload, Some(correlation_id), reference);
+    }
+
+    /// Queues a Ping and a `heartbeat` to every connection.
+    fn heartbeat(&mut self) {
+        let ts = timestamp_now();
+        let env = Envelope::message("heartbeat", json!({}), None, &ts, None);
+        let json = Outbound::Message(encode(&env, Encoding::Json));
+        let mut msgpack = None;
+        let limit = self.config.send_queue;
+        let mut slow = Vec::new();
+        for conn in self.conns.values_mut() {
+            let beat = match conn.encoding {
+                Encoding::Json => json.clone(),
+                Encoding::MsgPack => msgpack
+                    .get_or_insert_with(|| Outbound::Message(encode(&env, Encoding::MsgPack)))
+                    .clone(),
+            };
+            if !(conn.push(Outbound::Ping, limit) && conn.push(beat, limit)) {
+                slow.push(conn.id);
+            }
+        }
+        for id in slow {
+            self.close(id, CloseCode::SlowConsumer);
+        }
+    }
+
+    /// Closes silent connections (4000) and expired tokens (4001), and
+    /// forgets old idempotency keys.
+    fn sweep(&mut self, now: Instant) {
+        let timeout = self.config.heartbeat_timeout;
+        let wall = unix_now();
+        let mut due = Vec::new();
+        for conn in self.conns.values() {
+            if now.duration_since(conn.last_seen) > timeout {
+                due.push((conn.id, CloseCode::HeartbeatTimeout));
+            } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall) {
+                due.push((conn.id, CloseCode::TokenExpired));
+            }
+        }
+        for (id, code) in due {
+            self.close(id, code);
+        }
+        self.idempotency
+            .retain(|_, (at, _)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
+    }
+
+    /// Refuses new connections and closes every open one with 1001.
+    fn drain(&mut self) {
+        self.draining = true;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        self.log
+            .info("hub draining")
+            .field("connections", ids.len())
+            .emit();
+        for id in ids {
+            self.close(id, CloseCode::GoingAway);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Publishing (PROTOCOL.md section 5): checks, idempotency, seq and history,
+//! and delivery that encodes each event once per encoding, whatever the
+//! number of recipients. Health changes are published the same way.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
+
+use super::conn::Conn;
+use super::room::EventRecord;
+use super::{ComponentState, ConnId, Hub, Member, Outbound, Status};
+use crate::protocol::{
+    CloseCode, Encoded, Encoding, Envelope, ProtocolError, Publish, Published, Target, encode,
+    new_uuid, timestamp_now,
+};
+
+impl Hub {
+    /// Publishes one event; `except` (a publishing client) does not get it.
+    pub(super) fn publish(
+        &mut self,
+        publish: Publish,
+        correlation_id: String,
+        except: Option<ConnId>,
+        started: Instant,
+    ) -> Result<Published, ProtocolError> {
+        publish.check()?;
+        if let Some(schemas) = &self.schemas {
+            schemas.check(&publish.kind, &publish.payload)?;
+        }
+        if let Some(key) = &publish.idempotency_key {
+            if let Some((_, first)) = self.idempotency.get(key) {
+                return Ok(first.clone());
+            }
+        }
+        let id = new_uuid();
+        let ts = timestamp_now();
+        let limit = self.config.send_queue;
+        let mut slow = Vec::new();
+        let mut recipients = 0;
+        let seq = match &publish.target {
+            Target::Room(name) => {
+                let room = self.rooms.entry(name.clone()).or_default();
+                let seq = room.next_seq();
+                let json = event_json(
+                    &publish.kind,
+                    &publish.payload,
+                    &correlation_id,
+                    &ts,
+                    &id,
+                    Some(name),
+                    Some(seq),
+                );
+                let mut record = EventRecord::new(Some(seq), json);
+                for member in room.members.iter().filter(|m| Some(**m) != except) {
+                    if let Some(conn) = self.conns.get_mut(member) {
+                        recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
+                    }
+                }
+                room.remember(record, self.config.history_size);
+                if room.is_idle() {
+                    self.rooms.remove(name);
+                }
+                Some(seq)
+            }
+            Target::User(user) => {
+                let json = event_json(
+                    &publish.kind,
+                    &publish.payload,
+                    &correlation_id,
+                    &ts,
+                    &id,
+                    None,
+                    None,
+                );
+                let mut record = EventRecord::new(None, json);
+                for member in self.users.get(user).into_iter().flatten() {
+                    if let Some(conn) = self.conns.get_mut(member) {
+                        recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
+                    }
+                }
+                None
+            }
+            Target::Everyone => {
+                let json = event_json(
+                    &publish.kind,
+                    &publish.payload,
+                    &correlation_id,
+                    &ts,
+                    &id,
+                    None,
+                    None,
+                );
+                recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow);
+                None
+            }
+        };
+        self.metrics
+            .broadcast
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.events_published += 1;
+        for conn in slow {
+            self.close(conn, CloseCode::SlowConsumer);
+        }
+        self.log
+            .info("event published")
+            .field("correlation_id", &correlation_id)
+            .field("event_id", &id)
+            .field("type", &publish.kind)
+            .maybe("room", publish.room())
+            .maybe("seq", seq)
+            .field("recipients", recipients)
+            .maybe("publisher", except)
+            .emit();
+        let published = Published {
+            id,
+            seq,
+            recipients,
+            correlation_id,
+        };
+        if let Some(key) = publish.idempotency_key {
+            self.idempotency
+                .insert(key, (Instant::now(), published.clone()));
+        }
+        Ok(published)
+    }
+
+    fn deliver_to_all(&mut self, mut record: EventRecord, slow: &mut Vec<ConnId>) -> usize {
+        let limit = self.config.send_queue;
+        self.conns
+            .values_mut()
+            .map(|conn| usize::from(deliver(conn, &mut record, limit, slow)))
+            .sum()
+    }
+
+    /// Records a component's health; a change goes to every connection as
+    /// `health_status`.
+    pub(super) fn set_health(
+        &mut self,
+        component: String,
+        status: Status,
+        detail: Option<String>,
+        correlation_id: &str,
+    ) -> ComponentState {
+        let (state, changed) = self.health.set(&component, status, detail);
+        if changed {
+            let payload = json!({
+                "component": component,
+                "status": state.status,
+                "detail": state.detail,
+                "overall": self.health.overall(),
+            });
+            let ts = timestamp_now();
+            let id = new_uuid();
+            let json = event_json(
+                "health_status",
+                &payload,
+                correlation_id,
+                &ts,
+                &id,
+                None,
+                None,
+            );
+            let mut slow = Vec::new();
+            let recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow);
+            for conn in slow {
+                self.close(conn, CloseCode::SlowConsumer);
+            }
+            self.log
+                .info("health changed")
+                .field("correlation_id", correlation_id)
+                .field("component", &component)
+                .field("status", state.status)
+                .maybe("detail", state.detail.as_deref())
+                .field("recipients", recipients)
+                .emit();
+        }
+        ComponentState {
+            component,
+            status: state.status,
+            detail: state.detail,
+            since: state.since,
+        }
+    }
+
+    /// A room's members as `presence` and the registry show them.
+    pub(super) fn members(&self, room: &str) -> Vec<Member> {
+        let Some(room) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        room.members
+            .iter()
+            .filter_map(|id| self.conns.get(id))
+            .map(|c| Member {
+                connection_id: c.id.to_string(),
+                user: c.user().map(str::to_string),
+            })
+            .collect()
+    }
+}
+
+/// Queues one event for one connection; `false` (and `conn` noted in
+/// `slow`) when its queue is full.
+fn deliver(
+    conn: &mut Conn,
+    record: &mut EventRecord,
+    limit: usize,
+    slow: &mut Vec<ConnId>,
+) -> bool {
+    let delivered = conn.push(Outbound::Message(record.encoded(conn.encoding)), limit);
+    if !delivered {
+        slow.push(conn.id);
+    }
+    delivered
+}
+
+/// An event's JSON, encoded once for every recipient and the history.
+fn event_json<P: Serialize>(
+    kind: &str,
+    payload: &P,
+    correlation_id: &str,
+    timestamp: &str,
+    id: &str,
+    room: Option<&str>,
+    seq: Option<u64>,
+) -> Bytes {
+    let env = Envelope {
+        id: Some(id),
+        room: Some(room),
+        seq,
+        ..Envelope::message(kind, payload, Some(correlation_id), timestamp, None)
+    };
+    match encode(&env, Encoding::Json) {
+        Encoded::Text(bytes) | Encoded::Binary(bytes) => bytes,
+    }
+}

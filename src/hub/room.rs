@@ -1,0 +1,175 @@
+//! A room: its members, its seq counter, its ring of recent events, and the
+//! resume rule of PROTOCOL.md section 4. Also the encoded event itself.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::ConnId;
+use crate::protocol::{Encoded, Encoding};
+
+/// One published event, encoded once per encoding that asked for it.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRecord {
+    /// The room's seq, if it went to a room.
+    pub seq: Option<u64>,
+    json: Bytes,
+    msgpack: Option<Bytes>,
+}
+
+impl EventRecord {
+    /// A record around an event already encoded as JSON.
+    pub fn new(seq: Option<u64>, json: Bytes) -> Self {
+        Self {
+            seq,
+            json,
+            msgpack: None,
+        }
+    }
+
+    /// The event in `encoding`; MessagePack is transcoded from the JSON the
+    /// first time a MessagePack member needs it, then shared.
+    pub fn encoded(&mut self, encoding: Encoding) -> Encoded {
+        match encoding {
+            Encoding::Json => Encoded::Text(self.json.clone()),
+            Encoding::MsgPack => {
+                let json = &self.json;
+                let bytes = self.msgpack.get_or_insert_with(|| {
+                    let value: Value =
+                        serde_json::from_slice(json).expect("the hub's own JSON parses");
+                    match crate::protocol::encode(&value, Encoding::MsgPack) {
+                        Encoded::Binary(b) | Encoded::Text(b) => b,
+                    }
+                });
+                Encoded::Binary(bytes.clone())
+            }
+        }
+    }
+}
+
+/// Why a room could not be resumed from a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unavailable {
+    /// The oldest seq the room still holds (last + 1 when it holds none).
+    pub oldest_seq: u64,
+}
+
+/// A room's members and history.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    /// Subscribed connections, in ID order so presence lists are stable.
+    pub members: BTreeSet<ConnId>,
+    history: VecDeque<EventRecord>,
+    last_seq: u64,
+}
+
+impl Room {
+    /// The seq of the newest event, 0 before the first.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Takes the next seq for an event about to be published.
+    pub fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
+    }
+
+    /// Keeps `event` as the newest, dropping the oldest beyond `capacity`.
+    pub fn remember(&mut self, event: EventRecord, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        while self.history.len() >= capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(event);
+    }
+
+    /// The oldest seq held, or `last + 1` when nothing is held.
+    pub fn oldest_seq(&self) -> u64 {
+        self.history
+            .front()
+            .and_then(|e| e.seq)
+            .unwrap_or(self.last_seq + 1)
+    }
+
+    /// The events after `since`, oldest first, if `since` is within
+    /// `oldest - 1 ..= last`; otherwise where the history starts.
+    pub fn events_after(
+        &mut self,
+        since: u64,
+    ) -> Result<impl Iterator<Item = &mut EventRecord>, Unavailable> {
+        let oldest = self.oldest_seq();
+        if since.saturating_add(1) < oldest || since > self.last_seq {
+            return Err(Unavailable { oldest_seq: oldest });
+        }
+        Ok(self
+            .history
+            .iter_mut()
+            .filter(move |e| e.seq.is_some_and(|s| s > since)))
+    }
+
+    /// Whether the room has neither members nor history, and can be dropped.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room_with(n: u64, capacity: usize) -> Room {
+        let mut room = Room::default();
+        for _ in 0..n {
+            let seq = room.next_seq();
+            room.remember(
+                EventRecord::new(Some(seq), format!("{{\"seq\":{seq}}}").into()),
+                capacity,
+            );
+        }
+        room
+    }
+
+    fn seqs(room: &mut Room, since: u64) -> Result<Vec<u64>, Unavailable> {
+        room.events_after(since)
+            .map(|it| it.map(|e| e.seq.unwrap()).collect())
+    }
+
+    #[test]
+    fn resumes_exactly_the_missed_events() {
+        let mut room = room_with(10, 4); // holds 7..=10
+        assert_eq!(room.oldest_seq(), 7);
+        assert_eq!(seqs(&mut room, 6), Ok(vec![7, 8, 9, 10]));
+        assert_eq!(seqs(&mut room, 8), Ok(vec![9, 10]));
+        assert_eq!(seqs(&mut room, 10), Ok(vec![]));
+        assert_eq!(seqs(&mut room, 5), Err(Unavailable { oldest_seq: 7 }));
+        assert_eq!(seqs(&mut room, 11), Err(Unavailable { oldest_seq: 7 }));
+    }
+
+    #[test]
+    fn an_empty_room_resumes_only_from_its_last_seq() {
+        let mut room = Room::default();
+        assert_eq!(seqs(&mut room, 0), Ok(vec![]));
+        assert_eq!(seqs(&mut room, 1), Err(Unavailable { oldest_seq: 1 }));
+        let mut no_history = room_with(3, 0);
+        assert_eq!(seqs(&mut no_history, 3), Ok(vec![]));
+        assert_eq!(seqs(&mut no_history, 2), Err(Unavailable { oldest_seq: 4 }));
+    }
+
+    #[test]
+    fn msgpack_is_transcoded_once_from_json() {
+        let mut e = EventRecord::new(Some(1), Bytes::from_static(b"{\"type\":\"t\",\"n\":1}"));
+        let Encoded::Binary(first) = e.encoded(Encoding::MsgPack) else {
+            panic!()
+        };
+        let Encoded::Binary(second) = e.encoded(Encoding::MsgPack) else {
+            panic!()
+        };
+        assert_eq!(first.as_ptr(), second.as_ptr(), "shared, not re-encoded");
+        let v: Value = rmp_serde::from_slice(&first).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"t","n":1}));
+    }
+}

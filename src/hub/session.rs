@@ -1,0 +1,304 @@
+//! Answering client messages (PROTOCOL.md section 4): subscribe with resume,
+//! unsubscribe, publish, presence, refresh, ping, and the error replies.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::{ConnId, Hub, Outbound};
+use crate::auth;
+use crate::protocol::{
+    ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish, Request, Subscribe,
+    Target, Timestamp, new_uuid,
+};
+
+impl Hub {
+    pub(super) fn on_message(
+        &mut self,
+        id: ConnId,
+        message: Result<ClientMessage, DecodeError>,
+        bytes: usize,
+    ) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.last_seen = Instant::now();
+        conn.messages_in += 1;
+        conn.bytes_in += bytes as u64;
+        self.metrics.messages_in += 1;
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                let correlation_id = e.correlation_id.unwrap_or_else(new_uuid);
+                self.send_error(
+                    id,
+                    &e.error,
+                    json!({}),
+                    &correlation_id,
+                    e.reference.as_deref(),
+                );
+                return;
+            }
+        };
+        let correlation_id = message.correlation_id.unwrap_or_else(new_uuid);
+        let corr = correlation_id.as_str();
+        let reference = message.reference.as_deref();
+        let outcome = match message.request {
+            Request::Ping => {
+                self.send(id, "pong", json!({}), Some(corr), reference);
+                Ok(())
+            }
+            Request::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
+            Request::Unsubscribe { rooms } => {
+                self.unsubscribe(id, &rooms);
+                self.send(
+                    id,
+                    "unsubscribed",
+                    json!({"rooms": rooms}),
+                    Some(corr),
+                    reference,
+                );
+                Ok(())
+            }
+            Request::Publish {
+                room,
+                event,
+                payload,
+            } => self.client_publish(id, room, event, payload, corr, reference),
+            Request::Presence { room } => self.presence(id, room, corr, reference),
+            Request::Refresh { token } => self.refresh(id, &token, corr, reference),
+        };
+        if let Err((error, details)) = outcome {
+            self.send_error(id, &error, details, corr, reference);
+        }
+    }
+
+    pub(super) fn on_dropped(&mut self, id: ConnId, count: u64, notify: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.last_seen = Instant::now();
+        conn.dropped += count;
+        conn.messages_in += count;
+        self.metrics.messages_in += count;
+        self.metrics.messages_dropped += count;
+        if notify {
+            let error = ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "over {} messages per second; messages are dropped",
+                    self.config.rate_limit_per_s
+                ),
+            );
+            self.send_error(id, &error, json!({}), &new_uuid(), None);
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        id: ConnId,
+        sub: Subscribe,
+        corr: &str,
+        reference: Option<&str>,
+    ) -> Result<(), (ProtocolError, Value)> {
+        let conn = &self.conns[&id];
+        if let Some(claims) = &conn.claims {
+            if let Some(room) = sub.rooms.iter().find(|r| !claims.may_subscribe(r)) {
+                return Err(forbidden(room, "subscribe to"));
+            }
+        }
+        let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
+        let mut recovered = BTreeMap::new();
+        if let Some(since) = &sub.since {
+            for room in sub.rooms.iter().filter(|r| since.contains_key(*r)) {
+                let pos = since[room];
+                let (oldest, last) = self
+                    .rooms
+                    .get(room)
+                    .map_or((1, 0), |r| (r.oldest_seq(), r.last_seq()));
+                let ok = epoch_matches && pos.saturating_add(1) >= oldest && pos <= last;
+                if !ok {
+                    let message = if epoch_matches {
+                        format!("room `{room}` no longer holds the events after seq {pos}")
+                    } else {
+                        "the hub restarted (new epoch); its history starts again".into()
+                    };
+                    let error = ProtocolError::new(ErrorCode::HistoryUnavailable, message);
+                    self.send_error(
+                        id,
+                        &error,
+                        json!({"room": room, "oldest_seq": oldest}),
+                        corr,
+                        reference,
+                    );
+                }
+                recovered.insert(room.clone(), ok);
+            }
+        }
+
+        let mut positions = BTreeMap::new();
+        for name in &sub.rooms {
+            let room = self.rooms.entry(name.clone()).or_default();
+            room.members.insert(id);
+            positions.insert(name.clone(), room.last_seq());
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(()); // closed as a slow consumer while sending errors
+        };
+        conn.rooms.extend(sub.rooms.iter().cloned());
+        let mut payload = json!({"rooms": sub.rooms, "epoch": self.epoch, "positions": positions});
+        if sub.since.is_some() {
+            payload["recovered"] = json!(recovered);
+        }
+        self.send(id, "subscribed", payload, Some(corr), reference);
+
+        // The missed events go out now, inside the same command, so nothing
+        // newer can be queued between them and the `subscribed` reply.
+        let limit = self.config.send_queue;
+        let since = sub.since.unwrap_or_default();
+        for (name, _) in recovered.into_iter().filter(|(_, ok)| *ok) {
+            let (Some(room), Some(conn)) = (self.rooms.get_mut(&name), self.conns.get_mut(&id))
+            else {
+                continue;
+            };
+            let encoding = conn.encoding;
+            let Ok(events) = room.events_after(since[&name]) else {
+                continue;
+            };
+            let mut overflow = false;
+            for event in events {
+                if !conn.push(Outbound::Message(event.encoded(encoding)), limit) {
+                    overflow = true;
+                    break;
+                }
+            }
+            if overflow {
+                self.close(id, CloseCode::SlowConsumer);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn unsubscribe(&mut self, id: ConnId, rooms: &[String]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        for name in rooms {
+            if conn.rooms.remove(name) {
+                if let Some(room) = self.rooms.get_mut(name) {
+                    room.members.remove(&id);
+                    if room.is_idle() {
+                        self.rooms.remove(name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_publish(
+        &mut self,
+        id: ConnId,
+        room: String,
+        event: String,
+        payload: serde_json::Map<String, Value>,
+        corr: &str,
+        reference: Option<&str>,
+    ) -> Result<(), (ProtocolError, Value)> {
+        if let Some(claims) = &self.conns[&id].claims {
+            if !claims.may_publish(&room) {
+                return Err(forbidden(&room, "publish to"));
+            }
+        }
+        let publish = Publish {
+            kind: event,
+            payload,
+            target: Target::Room(room),
+            idempotency_key: None,
+        };
+        let published = self
+            .publish(publish, corr.to_string(), Some(id), Instant::now())
+            .map_err(|e| (e, json!({})))?;
+        let payload = json!({
+            "id": published.id,
+            "seq": published.seq,
+            "recipients": published.recipients,
+        });
+        self.send(id, "published", payload, Some(corr), reference);
+        Ok(())
+    }
+
+    fn presence(
+        &mut self,
+        id: ConnId,
+        room: String,
+        corr: &str,
+        reference: Option<&str>,
+    ) -> Result<(), (ProtocolError, Value)> {
+        if let Some(claims) = &self.conns[&id].claims {
+            if !claims.may_subscribe(&room) {
+                return Err(forbidden(&room, "see presence of"));
+            }
+        }
+        let members = self.members(&room);
+        self.send(
+            id,
+            "presence",
+            json!({"room": room, "members": members}),
+            Some(corr),
+            reference,
+        );
+        Ok(())
+    }
+
+    fn refresh(
+        &mut self,
+        id: ConnId,
+        token: &str,
+        corr: &str,
+        reference: Option<&str>,
+    ) -> Result<(), (ProtocolError, Value)> {
+        let Some(secret) = &self.config.jwt_secret else {
+            return Err((
+                ProtocolError::invalid_field(
+                    "token",
+                    "cannot be refreshed: the hub has no jwt_secret",
+                ),
+                json!({}),
+            ));
+        };
+        let claims =
+            auth::verify(token, secret.as_bytes(), auth::unix_now()).map_err(|e| (e, json!({})))?;
+        let conn = self.conns.get_mut(&id).expect("checked by on_message");
+        if conn.user() != Some(claims.sub.as_str()) {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    "the new token is for a different `sub`",
+                ),
+                json!({}),
+            ));
+        }
+        let expires_at = Timestamp::from_unix_secs(claims.exp_secs()).to_string();
+        conn.claims = Some(claims);
+        self.send(
+            id,
+            "refreshed",
+            json!({"expires_at": expires_at}),
+            Some(corr),
+            reference,
+        );
+        Ok(())
+    }
+}
+
+fn forbidden(room: &str, action: &str) -> (ProtocolError, Value) {
+    (
+        ProtocolError::new(
+            ErrorCode::Forbidden,
+            format!("the token does not allow you to {action} room `{room}`"),
+        ),
+        json!({"room": room}),
+    )
+}

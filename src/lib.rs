@@ -1,0 +1,75 @@
+//! wshub: a small, fast WebSocket event hub.
+//!
+//! An app (or a companion process beside it) publishes events; every open
+//! browser tab receives them within milliseconds over one WebSocket, by
+//! room, and resumes without gaps after a reconnect. The wire contract is
+//! PROTOCOL.md; this crate is the hub, as a binary and as a library.
+//!
+//! # Embedding
+//!
+//! ```
+//! use wshub::{Config, Publish};
+//! use serde_json::json;
+//!
+//! let mut config = Config::default();
+//! config.bind = "127.0.0.1:0".parse().unwrap(); // any free port
+//! let hub = wshub::serve(config).expect("hub starts");
+//! println!("browsers connect to {}", hub.ws_url());
+//!
+//! smol::block_on(async {
+//!     let sent = hub
+//!         .publish(Publish::to_room("ticks", "tick", json!({"n": 1})))
+//!         .await
+//!         .expect("published");
+//!     assert_eq!(sent.seq, Some(1));
+//!     hub.shutdown().await;
+//! });
+//! ```
+//!
+//! # Layout
+//!
+//! The data flows in one direction, and the modules follow it:
+//!
+//! - [`config`]: the settings, their defaults and sources.
+//! - [`protocol`]: wire types, the client-message decoder, the encoder.
+//! - `server`: binds the socket, runs the hub thread's one executor with the
+//!   accept loop, and hands out the [`Handle`].
+//! - `http`: request heads, the HTTP routes, the WebSocket upgrade.
+//! - `connection`: a reader and a writer task per WebSocket.
+//! - [`hub`]: the task that owns connections, rooms, history and counters,
+//!   reached only through commands on an async channel.
+//! - [`auth`] (JWT, room patterns), `schema` (event schemas), [`metrics`]
+//!   (Prometheus text), `log` (JSON lines on stderr).
+//! - [`testing`]: a hub on an ephemeral port and a WebSocket test client.
+//! - `cli`: the `wshub` subcommands besides `serve`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+mod connection;
+mod error;
+mod executor;
+mod http;
+pub mod hub;
+mod log;
+pub mod metrics;
+pub mod protocol;
+mod schema;
+mod server;
+pub mod testing;
+
+pub use config::{AllowedOrigins, Config, ConfigError, LogLevel};
+pub use error::Error;
+pub use hub::{ConnectionInfo, Status};
+pub use protocol::{Publish, Published, Target};
+pub use server::{Handle, serve};
+
+/// Fuzzing entry points: the three parsers that take untrusted bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::parse_head;
+    pub use crate::protocol::{Encoding, decode, is_valid_room};
+}

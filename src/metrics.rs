@@ -1,0 +1,295 @@
+//! The counters and histograms of PROTOCOL.md section 7, owned by the hub
+//! task, and their Prometheus text exposition (format 0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Every `reason` label of `wshub_disconnects_total`.
+pub const DISCONNECT_REASONS: [&str; 9] = [
+    "normal",
+    "shutdown",
+    "rate_limit",
+    "too_big",
+    "heartbeat_timeout",
+    "token_expired",
+    "admin",
+    "slow_consumer",
+    "error",
+];
+
+/// The handshake refusal codes listed up front so that they read 0, not absent.
+pub const HANDSHAKE_CODES: [&str; 9] = [
+    "bad_request",
+    "unsupported_protocol",
+    "unauthenticated",
+    "invalid_token",
+    "token_expired",
+    "origin_not_allowed",
+    "forbidden",
+    "too_many_connections",
+    "shutting_down",
+];
+
+const BROADCAST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const DURATION_BUCKETS: &[f64] = &[
+    0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21_600.0, 86_400.0,
+];
+
+/// A cumulative histogram with fixed upper bounds.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, value: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in self.bounds.iter().zip(&self.counts) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+/// Everything the hub counts.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// WebSocket connections accepted.
+    pub connections_accepted: u64,
+    /// Connections ended, by reason.
+    pub disconnects: BTreeMap<&'static str, u64>,
+    /// Client messages received.
+    pub messages_in: u64,
+    /// Messages queued to clients.
+    pub messages_out: u64,
+    /// Client messages dropped by the rate limit.
+    pub messages_dropped: u64,
+    /// Events published (HTTP, stdin, API or client).
+    pub events_published: u64,
+    /// Upgrade requests refused, by `error.code`.
+    pub handshake_rejections: BTreeMap<String, u64>,
+    /// How long connections lasted.
+    pub connection_duration: Histogram,
+    /// From publish until the last recipient's queue held the event.
+    pub broadcast: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connections_accepted: 0,
+            disconnects: DISCONNECT_REASONS.iter().map(|r| (*r, 0)).collect(),
+            messages_in: 0,
+            messages_out: 0,
+            messages_dropped: 0,
+            events_published: 0,
+            handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
+            connection_duration: Histogram::new(DURATION_BUCKETS),
+            broadcast: Histogram::new(BROADCAST_BUCKETS),
+        }
+    }
+}
+
+/// Values read at scrape time rather than counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Open WebSocket connections.
+    pub connections_active: usize,
+    /// Rooms with subscribers or history.
+    pub rooms: usize,
+    /// Seconds since the hub started.
+    pub uptime_s: f64,
+}
+
+impl Metrics {
+    /// Counts a disconnect with `reason` (one of [`DISCONNECT_REASONS`]).
+    pub fn disconnected(&mut self, reason: &'static str, lasted_s: f64) {
+        *self.disconnects.entry(reason).or_default() += 1;
+        self.connection_duration.observe(lasted_s);
+    }
+
+    /// Counts a refused upgrade.
+    pub fn rejected(&mut self, code: &str) {
+        *self
+            .handshake_rejections
+            .entry(code.to_string())
+            .or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        gauge(
+            &mut out,
+            "wshub_connections_active",
+            "Open WebSocket connections.",
+            gauges.connections_active as f64,
+        );
+        counter(
+            &mut out,
+            "wshub_connections_accepted_total",
+            "WebSocket connections accepted.",
+            self.connections_accepted,
+        );
+        labelled(
+            &mut out,
+            "wshub_disconnects_total",
+            "WebSocket connections ended, by reason.",
+            "reason",
+            self.disconnects.iter().map(|(k, v)| (*k, *v)),
+        );
+        counter(
+            &mut out,
+            "wshub_messages_in_total",
+            "Messages received from clients.",
+            self.messages_in,
+        );
+        counter(
+            &mut out,
+            "wshub_messages_out_total",
+            "Messages queued to clients.",
+            self.messages_out,
+        );
+        counter(
+            &mut out,
+            "wshub_messages_dropped_total",
+            "Client messages dropped by the rate limit.",
+            self.messages_dropped,
+        );
+        counter(
+            &mut out,
+            "wshub_events_published_total",
+            "Events published.",
+            self.events_published,
+        );
+        labelled(
+            &mut out,
+            "wshub_handshake_rejections_total",
+            "WebSocket upgrades refused, by error code.",
+            "code",
+            self.handshake_rejections
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v)),
+        );
+        gauge(
+            &mut out,
+            "wshub_rooms",
+            "Rooms with subscribers or history.",
+            gauges.rooms as f64,
+        );
+        gauge(
+            &mut out,
+            "wshub_uptime_seconds",
+            "Seconds since the hub started.",
+            gauges.uptime_s,
+        );
+        self.connection_duration.render(
+            &mut out,
+            "wshub_connection_duration_seconds",
+            "How long WebSocket connections lasted.",
+        );
+        self.broadcast.render(
+            &mut out,
+            "wshub_broadcast_seconds",
+            "From publish until the last recipient's queue held the event.",
+        );
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (key, value) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        h.observe(0.5);
+        h.observe(1.5);
+        h.observe(9.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"2\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn every_reason_is_present_from_the_start() {
+        let text = Metrics::default().render(Gauges::default());
+        for reason in DISCONNECT_REASONS {
+            assert!(
+                text.contains(&format!("wshub_disconnects_total{{reason=\"{reason}\"}} 0")),
+                "{reason}"
+            );
+        }
+        assert!(text.contains("# TYPE wshub_broadcast_seconds histogram"));
+    }
+}

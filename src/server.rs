@@ -1,0 +1,292 @@
+//! Starting and stopping a hub: binding the socket, the hub thread with its
+//! single-threaded executor, the accept loop, signals, the drain at
+//! shutdown, and the [`Handle`] an embedding program (or the binary) holds.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::Receiver;
+use futures_lite::FutureExt;
+use smol::LocalExecutor;
+use smol::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::executor::Spawner;
+use crate::http::{self, Context};
+use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
+use crate::log::Logger;
+use crate::protocol::{Publish, Published, new_uuid};
+use crate::schema::Schemas;
+
+/// Pending connections the kernel may hold for the accept loop.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Pause after an accept error such as running out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Starts a hub on its own thread and returns once its socket is bound.
+///
+/// Fails with [`Error::Config`] for an invalid setting (including a
+/// `schemas` file that does not compile) and [`Error::Io`] when the address
+/// cannot be bound.
+pub fn serve(config: Config) -> Result<Handle, Error> {
+    config.validate()?;
+    let schemas = config.schemas.as_deref().map(Schemas::load).transpose()?;
+    let listener = bind(config.bind)?;
+    let addr = listener.local_addr()?;
+    let epoch: Arc<str> = new_uuid().into();
+    let log = Logger::new(config.log_level);
+    if !addr.ip().is_loopback() && config.admin_key.is_none() && config.jwt_secret.is_none() {
+        log.warn("listening beyond loopback with neither admin_key nor jwt_secret: anyone who can reach this port may connect, and publisher and admin routes answer loopback peers only")
+            .field("addr", addr)
+            .emit();
+    }
+    let (hub, commands) = HubClient::channel();
+    let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
+    let thread_hub = hub.clone();
+    let thread_epoch = epoch.to_string();
+    std::thread::Builder::new()
+        .name("wshub".into())
+        .spawn(move || {
+            run(
+                listener,
+                config,
+                thread_epoch,
+                thread_hub,
+                commands,
+                schemas,
+                log,
+            );
+            drop(stopped_tx);
+        })?;
+    Ok(Handle {
+        addr,
+        epoch,
+        hub,
+        stopped,
+    })
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted hub can take its port back while old sockets linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The hub thread: one executor running the hub task, the accept loop and
+/// every connection, until the hub has drained.
+fn run(
+    listener: std::net::TcpListener,
+    config: Config,
+    epoch: String,
+    hub: HubClient,
+    commands: Receiver<crate::hub::Command>,
+    schemas: Option<Schemas>,
+    log: Logger,
+) {
+    let executor = Rc::new(LocalExecutor::new());
+    let spawner = Spawner::new(&executor);
+    let grace = config.shutdown_grace;
+    smol::block_on(executor.run(async {
+        let listener = match TcpListener::try_from(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log.error("cannot watch the listening socket")
+                    .field("error", e.to_string())
+                    .emit();
+                return;
+            }
+        };
+        let (live_tx, live) = async_channel::bounded::<()>(1);
+        let ctx = Rc::new(Context {
+            hub: hub.clone(),
+            config: config.clone(),
+            log,
+            spawner: spawner.clone(),
+        });
+        spawner.spawn(accept_loop(listener, ctx));
+        if config.handle_signals {
+            spawner.spawn(signal_loop(hub.clone(), log));
+        }
+        log.info("hub started")
+            .field("epoch", &epoch)
+            .field("addr", config.bind)
+            .emit();
+        Hub::new(config, epoch, log, schemas, live_tx)
+            .run(commands)
+            .await;
+        // Every connection has been sent a close frame; give their closing
+        // handshakes until the grace period ends. The accept loop answers
+        // 503 meanwhile.
+        let all_closed = async {
+            let _ = live.recv().await;
+            true
+        };
+        let in_time = all_closed
+            .or(async {
+                smol::Timer::after(grace).await;
+                false
+            })
+            .await;
+        log.info("hub stopped")
+            .field("closed_in_grace", in_time)
+            .emit();
+    }));
+    // Dropping the executor cancels what is left: the accept loop and any
+    // connection that outlived the grace period.
+    drop(executor);
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<Context>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                // Events are small and latency matters more than packing.
+                let _ = stream.set_nodelay(true);
+                ctx.spawner.spawn(http::serve(stream, peer, ctx.clone()));
+            }
+            Err(e) => {
+                ctx.log
+                    .warn("accept failed")
+                    .field("error", e.to_string())
+                    .emit();
+                smol::Timer::after(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn signal_loop(hub: HubClient, log: Logger) {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
+        log.warn("cannot install signal handlers").emit();
+        return;
+    };
+    if let Some(Ok(signal)) = signals.next().await {
+        log.info("signal received; draining")
+            .field("signal", format!("{signal:?}"))
+            .emit();
+        hub.shutdown().await;
+    }
+    if let Some(Ok(_)) = signals.next().await {
+        log.warn("second signal; exiting at once").emit();
+        std::process::exit(1);
+    }
+}
+
+/// A running hub: its address and epoch, and the calls an embedding program
+/// makes. Cheap to clone; every clone talks to the same hub.
+///
+/// The calls are `async` and runtime-agnostic; from synchronous code wrap
+/// them in `smol::block_on` (or any executor's `block_on`).
+#[derive(Debug, Clone)]
+pub struct Handle {
+    addr: SocketAddr,
+    epoch: Arc<str>,
+    hub: HubClient,
+    stopped: Receiver<()>,
+}
+
+impl Handle {
+    /// The bound address (with the real port when `bind` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This hub's epoch, as every `welcome` carries it.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The `ws://` URL of the WebSocket endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The `http://` base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Publishes an event, as `POST /api/events` does.
+    pub async fn publish(&self, publish: Publish) -> Result<Published, Error> {
+        self.publish_with_correlation(publish, new_uuid()).await
+    }
+
+    /// Publishes an event carrying `correlation_id`.
+    pub async fn publish_with_correlation(
+        &self,
+        publish: Publish,
+        correlation_id: String,
+    ) -> Result<Published, Error> {
+        Ok(self.hub.publish(publish, correlation_id).await??)
+    }
+
+    /// Records a component's health; a change is broadcast as `health_status`.
+    pub async fn set_health(
+        &self,
+        component: &str,
+        status: Status,
+        detail: Option<&str>,
+    ) -> Result<ComponentState, Error> {
+        if !crate::protocol::is_valid_room(component) {
+            return Err(Error::Protocol(
+                crate::protocol::ProtocolError::invalid_field(
+                    "component",
+                    "must be 1 to 128 of A-Z a-z 0-9 _ . : -",
+                ),
+            ));
+        }
+        Ok(self
+            .hub
+            .set_health(
+                component.to_string(),
+                status,
+                detail.map(str::to_string),
+                new_uuid(),
+            )
+            .await?)
+    }
+
+    /// The `GET /health` report.
+    pub async fn health(&self) -> Result<HealthReport, Error> {
+        Ok(self.hub.health().await?)
+    }
+
+    /// Every open connection's metadata.
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, Error> {
+        Ok(self.hub.connections(None).await?)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        Ok(self.hub.metrics().await?)
+    }
+
+    /// Drains the hub as SIGTERM does (close 1001 to everyone, wait up to
+    /// `shutdown_grace`) and returns once its thread has ended.
+    pub async fn shutdown(self) {
+        self.hub.shutdown().await;
+        self.stopped().await;
+    }
+
+    /// Asks the hub to drain without waiting for it.
+    pub async fn request_shutdown(&self) {
+        self.hub.shutdown().await;
+    }
+
+    /// Waits until the hub has stopped (after a shutdown or a signal).
+    pub async fn stopped(&self) {
+        // The thread drops the only sender when it ends.
+        let _ = self.stopped.recv().await;
+    }
+}

@@ -1,0 +1,546 @@
+//! Helpers for testing against a real hub over real sockets: [`TestHub`]
+//! starts one on an ephemeral loopback port, [`TestClient`] is a WebSocket
+//! client whose every wait is bounded, [`TokenBuilder`] mints JWTs, and
+//! [`http`] is a small HTTP/1.1 client.
+//!
+//! ```
+//! use wshub::testing::TestHub;
+//! use serde_json::json;
+//!
+//! smol::block_on(async {
+//!     let hub = TestHub::start();
+//!     let mut tab = hub.client("?rooms=scans").await;
+//!     let reply = hub.post_event(json!({"room": "scans", "type": "scan_started", "payload": {}})).await;
+//!     assert_eq!(reply.status, 202);
+//!     let event = tab.expect("scan_started").await;
+//!     assert_eq!(event["seq"], 1);
+//! });
+//! ```
+
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use serde_json::{Value, json};
+use smol::net::TcpStream;
+
+use crate::auth::{Claims, mint};
+use crate::config::{Config, LogLevel};
+use crate::protocol::Encoding;
+use crate::server::{Handle, serve};
+
+/// How long a helper waits for anything before failing the test.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A hub on `127.0.0.1:0`, shut down when dropped.
+#[derive(Debug)]
+pub struct TestHub {
+    handle: Handle,
+    config: Config,
+}
+
+impl TestHub {
+    /// A hub with default settings.
+    pub fn start() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// A hub with settings changed by `change`; the bind address is always
+    /// an ephemeral loopback port. Logs are quiet unless `WSHUB_LOG` is set.
+    pub fn with_config(change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        config.log_level = std::env::var("WSHUB_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LogLevel::Error);
+        change(&mut config);
+        config.bind = "127.0.0.1:0".parse().expect("loopback address");
+        let handle = serve(config.clone()).expect("test hub starts");
+        Self { handle, config }
+    }
+
+    /// The running hub.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The settings the hub runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// `ws://127.0.0.1:port/ws` followed by `query` (say `?rooms=a`).
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("{}{query}", self.handle.ws_url())
+    }
+
+    /// A connected client (welcome received) with `query` on the URL.
+    pub async fn client(&self, query: &str) -> TestClient {
+        TestClient::connect(&self.ws_url(query)).await
+    }
+
+    /// `n` connected clients.
+    pub async fn clients(&self, n: usize, query: &str) -> Vec<TestClient> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(self.client(query).await);
+        }
+        clients
+    }
+
+    /// A client authenticated with `token` (as `?token=`), plus `query`
+    /// parameters such as `&rooms=a`.
+    pub async fn client_with_token(&self, token: &str, query: &str) -> TestClient {
+        TestClient::connect(&self.ws_url(&format!("?token={token}{query}"))).await
+    }
+
+    /// A token for `sub` signed with the hub's `jwt_secret`.
+    pub fn token(&self, sub: &str) -> TokenBuilder {
+        let secret = self
+            .config
+            .jwt_secret
+            .clone()
+            .expect("TestHub::token needs a jwt_secret in the config");
+        TokenBuilder::new(sub, &secret)
+    }
+
+    /// An HTTP request to the hub, carrying the admin key if one is set.
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+        let mut headers = vec![];
+        let auth;
+        if let Some(key) = &self.config.admin_key {
+            auth = format!("Bearer {key}");
+            headers.push(("Authorization", auth.as_str()));
+        }
+        let body = body.map(Value::to_string);
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        http(self.handle.addr(), method, path, &headers, body.as_deref()).await
+    }
+
+    /// `POST /api/events` with `body`.
+    pub async fn post_event(&self, body: Value) -> HttpResponse {
+        self.request("POST", "/api/events", Some(&body)).await
+    }
+
+    /// Publishes `payload` as `kind` to `room` over HTTP and returns the reply body.
+    pub async fn publish(&self, room: &str, kind: &str, payload: Value) -> Value {
+        let reply = self
+            .post_event(json!({"room": room, "type": kind, "payload": payload}))
+            .await;
+        assert_eq!(reply.status, 202, "publish failed: {}", reply.text());
+        reply.json()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        smol::block_on(async {
+            // Bounded: a test's leftover clients must not hold the drop up.
+            let _ = async {
+                handle.shutdown().await;
+                true
+            }
+            .or(async {
+                smol::Timer::after(TIMEOUT).await;
+                false
+            })
+            .await;
+        });
+    }
+}
+
+/// Builds HS256 tokens for tests.
+#[derive(Debug, Clone)]
+pub struct TokenBuilder {
+    claims: Claims,
+    secret: String,
+}
+
+impl TokenBuilder {
+    /// A token for `sub`, valid for an hour, signed with `secret`.
+    pub fn new(sub: &str, secret: &str) -> Self {
+        Self {
+            claims: Claims::new(sub, 3600),
+            secret: secret.to_string(),
+        }
+    }
+
+    /// Sets the `rooms` claim.
+    pub fn rooms(mut self, patterns: &[&str]) -> Self {
+        self.claims.rooms = Some(patterns.iter().map(|p| p.to_string()).collect());
+        self
+    }
+
+    /// Sets the `publish` claim.
+    pub fn publish(mut self, patterns: &[&str]) -> Self {
+        self.claims.publish = Some(patterns.iter().map(|p| p.to_string()).collect());
+        self
+    }
+
+    /// Sets `admin: true`.
+    pub fn admin(mut self) -> Self {
+        self.claims.admin = true;
+        self
+    }
+
+    /// Sets `exp` to `secs` seconds from now (negative: already expired).
+    pub fn expires_in(mut self, secs: f64) -> Self {
+        self.claims.exp = crate::auth::unix_now() + secs;
+        self
+    }
+
+    /// The signed token.
+    pub fn mint(&self) -> String {
+        mint(&self.claims, self.secret.as_bytes())
+    }
+}
+
+/// A WebSocket client for tests; it remembers its `welcome`.
+#[derive(Debug)]
+pub struct TestClient {
+    ws: WebSocketStream<TcpStream>,
+    encoding: Encoding,
+    /// The hub's `welcome` message.
+    pub welcome: Value,
+    next_ref: u64,
+}
+
+/// How a test connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code arrived.
+    Code(u16),
+    /// The socket closed without a close frame.
+    Dropped,
+}
+
+impl TestClient {
+    /// Connects to `url`, reads the welcome and panics if either fails.
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, &[])
+            .await
+            .expect("connect to the hub")
+    }
+
+    /// Connects with extra request headers; the welcome must arrive first.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, WsError> {
+        let ws = connect_raw(url, headers).await?;
+        let encoding = ws
+            .get_ref()
+            .peer_addr()
+            .ok()
+            .and(
+                headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol")),
+            )
+            .and_then(|(_, v)| {
+                v.split(',')
+                    .map(str::trim)
+                    .find_map(Encoding::from_protocol)
+            })
+            .unwrap_or(Encoding::Json);
+        let mut client = Self {
+            ws,
+            encoding,
+            welcome: Value::Null,
+            next_ref: 0,
+        };
+        client.welcome = client.expect("welcome").await;
+        Ok(client)
+    }
+
+    /// This connection's ID, from the welcome.
+    pub fn id(&self) -> String {
+        self.welcome["payload"]["connection_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Sends `message` in the connection's encoding.
+    pub async fn send(&mut self, message: Value) {
+        let frame = match self.encoding {
+            Encoding::Json => Message::text(message.to_string()),
+            Encoding::MsgPack => {
+                Message::binary(rmp_serde::to_vec_named(&message).expect("msgpack encodes"))
+            }
+        };
+        self.send_raw(frame).await;
+    }
+
+    /// Sends one raw frame.
+    pub async fn send_raw(&mut self, frame: Message) {
+        within(self.ws.send(frame))
+            .await
+            .expect("send in time")
+            .expect("send to the hub");
+    }
+
+    /// The next message (heartbeats included), or `None` if the connection
+    /// ended or nothing came within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let frame = async { self.ws.next().await }
+                .or(async {
+                    smol::Timer::after(wait).await;
+                    None
+                })
+                .await?;
+            match frame.ok()? {
+                Message::Text(text) => return serde_json::from_str(&text).ok(),
+                Message::Binary(bytes) => return rmp_serde::from_slice(&bytes).ok(),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message other than a heartbeat; panics after [`TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = self
+                .recv_within(TIMEOUT)
+                .await
+                .expect("a message from the hub in time");
+            if message["type"] != "heartbeat" {
+                return message;
+            }
+        }
+    }
+
+    /// The next message other than a heartbeat, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], kind, "expected `{kind}`, got {message}");
+        message
+    }
+
+    /// Sends `message` with a fresh `ref` and returns the reply carrying it
+    /// (events arriving meanwhile are skipped).
+    pub async fn request(&mut self, mut message: Value) -> Value {
+        self.next_ref += 1;
+        let reference = format!("r{}", self.next_ref);
+        message["ref"] = json!(reference);
+        self.send(message).await;
+        loop {
+            let reply = self.recv().await;
+            if reply["ref"] == reference {
+                return reply;
+            }
+        }
+    }
+
+    /// Subscribes to `rooms` and returns the `subscribed` reply.
+    pub async fn subscribe(&mut self, rooms: &[&str]) -> Value {
+        let reply = self
+            .request(json!({"type": "subscribe", "rooms": rooms}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        reply
+    }
+
+    /// Publishes `payload` as `kind` to `room` and returns the reply.
+    pub async fn publish(&mut self, room: &str, kind: &str, payload: Value) -> Value {
+        self.request(json!({"type": "publish", "room": room, "event": kind, "payload": payload}))
+            .await
+    }
+
+    /// Asserts that no message but heartbeats arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.recv_within(left).await {
+                Some(m) if m["type"] == "heartbeat" => continue,
+                Some(m) => panic!("expected silence, got {m}"),
+                None => return,
+            }
+        }
+    }
+
+    /// Reads until the hub closes the connection; panics after [`TIMEOUT`].
+    pub async fn expect_close(&mut self) -> Closed {
+        let ended = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => {
+                        return Closed::Code(frame.map_or(1005, |f| u16::from(f.code)));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Closed::Dropped,
+                }
+            }
+        };
+        within(ended)
+            .await
+            .expect("the hub closes the connection in time")
+    }
+
+    /// Closes with 1000 and waits (bounded) for the hub's reply.
+    pub async fn close(mut self) {
+        let frame = CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        };
+        let _ = within(self.ws.close(Some(frame))).await;
+        let _ = within(async { while self.ws.next().await.is_some() {} }).await;
+    }
+}
+
+/// Opens a WebSocket to `url` with extra headers, without reading anything.
+pub async fn connect_raw(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocketStream<TcpStream>, WsError> {
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        let name: async_tungstenite::tungstenite::http::HeaderName =
+            name.parse().map_err(|_| {
+                WsError::Url(
+                    async_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                        "bad header name".into(),
+                    ),
+                )
+            })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            WsError::Url(
+                async_tungstenite::tungstenite::error::UrlError::UnableToConnect(
+                    "bad header value".into(),
+                ),
+            )
+        })?;
+        request.headers_mut().insert(name, value);
+    }
+    let host = request
+        .uri()
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let stream = within(TcpStream::connect((host.as_str(), port)))
+        .await
+        .ok_or_else(|| WsError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let config = crate::connection::websocket_config(16 << 20);
+    let (ws, _) = within(async_tungstenite::client_async_with_config(
+        request,
+        stream,
+        Some(config),
+    ))
+    .await
+    .ok_or_else(|| WsError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    Ok(ws)
+}
+
+/// Runs `future` for at most [`TIMEOUT`].
+pub async fn within<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    async { Some(future.await) }
+        .or(async {
+            smol::Timer::after(TIMEOUT).await;
+            None
+        })
+        .await
+}
+
+/// A response read by [`http`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    let raw = within(async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to the hub");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write the request");
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw).await;
+        raw
+    })
+    .await
+    .expect("an HTTP response in time");
+    parse_response(&raw)
+        .unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Parses one complete HTTP response.
+pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = response.parse(raw).ok()? else {
+        return None;
+    };
+    Some(HttpResponse {
+        status: response.code?,
+        headers: response
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: raw[len..].to_vec(),
+    })
+}

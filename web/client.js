@@ -1,0 +1,2 @@
+// wshub browser client: placeholder until issue 5.
+export class WsHub {}

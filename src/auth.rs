@@ -123,20 +123,20 @@ pub fn verify(token: &str, secret: &[u8], now: f64) -> Result<Claims, ProtocolEr
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| invalid("the JWT claims are not base64url JSON"))?;
-    if !claims
+    if claims
         .get("sub")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
+        .is_none_or(|s| s.is_empty())
     {
         return Err(invalid("the `sub` claim is missing or not a string"));
     }
     if !claims.get("exp").is_some_and(Value::is_number) {
         return Err(invalid("the `exp` claim is missing or not a number"));
     }
-    if let Some(nbf) = claims.get("nbf") {
-        if nbf.as_f64().is_none_or(|nbf| nbf > now) {
-            return Err(invalid("the token is not valid yet (`nbf`)"));
-        }
+    if let Some(nbf) = claims.get("nbf")
+        && nbf.as_f64().is_none_or(|nbf| nbf > now)
+    {
+        return Err(invalid("the token is not valid yet (`nbf`)"));
     }
     let claims: Claims = serde_json::from_value(claims)
         .map_err(|_| invalid("the `rooms`, `publish` or `admin` claim has the wrong type"))?;

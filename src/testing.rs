@@ -52,11 +52,13 @@ impl TestHub {
     /// A hub with settings changed by `change`; the bind address is always
     /// an ephemeral loopback port. Logs are quiet unless `WSHUB_LOG` is set.
     pub fn with_config(change: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::default();
-        config.log_level = std::env::var("WSHUB_LOG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(LogLevel::Error);
+        let mut config = Config {
+            log_level: std::env::var("WSHUB_LOG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(LogLevel::Error),
+            ..Config::default()
+        };
         change(&mut config);
         config.bind = "127.0.0.1:0".parse().expect("loopback address");
         let handle = serve(config.clone()).expect("test hub starts");

@@ -1,6 +1,7 @@
 //! The `wshub` command line: `serve` (the default), `token`, and the
 //! client tools. Flags mirror the settings of PROTOCOL.md section 8.
 
+mod bench;
 mod stdin;
 
 use std::collections::BTreeMap;
@@ -33,9 +34,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a development JWT signed with the hub's secret.
     Token(TokenArgs),
+    /// Measure a hub: subscribers, publish latency, flood rate, memory.
+    Bench(bench::BenchArgs),
 }
 
 /// The hub's settings as flags; each also reads `WSHUB_<NAME>` and the TOML
@@ -158,8 +161,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         Some(Command::Token(args)) => token(args),
+        Some(Command::Bench(args)) => bench::run(args),
     }
 }
 

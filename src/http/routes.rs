@@ -122,15 +122,15 @@ pub(super) async fn respond(
         .with_header("Allow", methods.join(", "));
         return (response, true);
     }
-    if route.access() != Access::Anyone {
-        if let Err(response) = check_privileged(request, peer, &ctx.config) {
-            return (response, true);
-        }
+    if route.access() != Access::Anyone
+        && let Err(response) = check_privileged(request, peer, &ctx.config)
+    {
+        return (response, true);
     }
-    if matches!(route, Route::Events | Route::SetHealth(_)) {
-        if let Some(response) = check_content_type(request) {
-            return (response, true);
-        }
+    if matches!(route, Route::Events | Route::SetHealth(_))
+        && let Some(response) = check_content_type(request)
+    {
+        return (response, true);
     }
     let response = handle(route, request, &body, correlation_id, ctx)
         .await

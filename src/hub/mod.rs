@@ -330,12 +330,12 @@ impl Hub {
                 self.per_ip.remove(&ip);
             }
         }
-        if let Some(user) = conn.user() {
-            if let Some(ids) = self.users.get_mut(user) {
-                ids.remove(&id);
-                if ids.is_empty() {
-                    self.users.remove(user);
-                }
+        if let Some(user) = conn.user()
+            && let Some(ids) = self.users.get_mut(user)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.users.remove(user);
             }
         }
         let lasted = conn.connected.elapsed().as_secs_f64();

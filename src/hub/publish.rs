@@ -29,10 +29,10 @@ impl Hub {
         if let Some(schemas) = &self.schemas {
             schemas.check(&publish.kind, &publish.payload)?;
         }
-        if let Some(key) = &publish.idempotency_key {
-            if let Some((_, first)) = self.idempotency.get(key) {
-                return Ok(first.clone());
-            }
+        if let Some(key) = &publish.idempotency_key
+            && let Some((_, first)) = self.idempotency.get(key)
+        {
+            return Ok(first.clone());
         }
         let id = new_uuid();
         let ts = timestamp_now();

@@ -103,10 +103,10 @@ impl Hub {
         reference: Option<&str>,
     ) -> Result<(), (ProtocolError, Value)> {
         let conn = &self.conns[&id];
-        if let Some(claims) = &conn.claims {
-            if let Some(room) = sub.rooms.iter().find(|r| !claims.may_subscribe(r)) {
-                return Err(forbidden(room, "subscribe to"));
-            }
+        if let Some(claims) = &conn.claims
+            && let Some(room) = sub.rooms.iter().find(|r| !claims.may_subscribe(r))
+        {
+            return Err(forbidden(room, "subscribe to"));
         }
         let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
         let mut recovered = BTreeMap::new();
@@ -186,12 +186,12 @@ impl Hub {
             return;
         };
         for name in rooms {
-            if conn.rooms.remove(name) {
-                if let Some(room) = self.rooms.get_mut(name) {
-                    room.members.remove(&id);
-                    if room.is_idle() {
-                        self.rooms.remove(name);
-                    }
+            if conn.rooms.remove(name)
+                && let Some(room) = self.rooms.get_mut(name)
+            {
+                room.members.remove(&id);
+                if room.is_idle() {
+                    self.rooms.remove(name);
                 }
             }
         }
@@ -206,10 +206,10 @@ impl Hub {
         corr: &str,
         reference: Option<&str>,
     ) -> Result<(), (ProtocolError, Value)> {
-        if let Some(claims) = &self.conns[&id].claims {
-            if !claims.may_publish(&room) {
-                return Err(forbidden(&room, "publish to"));
-            }
+        if let Some(claims) = &self.conns[&id].claims
+            && !claims.may_publish(&room)
+        {
+            return Err(forbidden(&room, "publish to"));
         }
         let publish = Publish {
             kind: event,
@@ -236,10 +236,10 @@ impl Hub {
         corr: &str,
         reference: Option<&str>,
     ) -> Result<(), (ProtocolError, Value)> {
-        if let Some(claims) = &self.conns[&id].claims {
-            if !claims.may_subscribe(&room) {
-                return Err(forbidden(&room, "see presence of"));
-            }
+        if let Some(claims) = &self.conns[&id].claims
+            && !claims.may_subscribe(&room)
+        {
+            return Err(forbidden(&room, "see presence of"));
         }
         let members = self.members(&room);
         self.send(

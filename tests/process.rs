@@ -135,7 +135,8 @@ fn bad_settings_stop_the_start_with_exit_2_naming_the_setting() {
     let bad_value = temp_file("bad.toml", "send_queue = -4\n");
     let schemas = temp_file("schemas.json", "{\"t\": {\"type\": 17}}");
     let not_json = temp_file("not.json", "{nope");
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             vec!["--heartbeat-interval", "soon"],
             vec![],

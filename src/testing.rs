@@ -110,12 +110,17 @@ impl TestHub {
         TokenBuilder::new(sub, &secret)
     }
 
-    /// An HTTP request to the hub, carrying the admin key if one is set.
+    /// An HTTP request to the hub, carrying the admin key, or an admin JWT,
+    /// when the hub has one.
     pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
         let mut headers = vec![];
-        let auth;
-        if let Some(key) = &self.config.admin_key {
-            auth = format!("Bearer {key}");
+        let credential = match (&self.config.admin_key, &self.config.jwt_secret) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(secret)) => Some(TokenBuilder::new("wshub-tests", secret).admin().mint()),
+            (None, None) => None,
+        };
+        let auth = credential.map(|c| format!("Bearer {c}"));
+        if let Some(auth) = &auth {
             headers.push(("Authorization", auth.as_str()));
         }
         let body = body.map(Value::to_string);

@@ -217,6 +217,8 @@ pub struct TestClient {
     /// The hub's `welcome` message.
     pub welcome: Value,
     next_ref: u64,
+    /// How the connection ended, once a read has seen it end.
+    closed: Option<Closed>,
 }
 
 /// How a test connection ended.
@@ -259,6 +261,7 @@ impl TestClient {
             encoding,
             welcome: Value::Null,
             next_ref: 0,
+            closed: None,
         };
         client.welcome = client.expect("welcome").await;
         Ok(client)
@@ -295,17 +298,29 @@ impl TestClient {
     /// ended or nothing came within `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
         loop {
-            let frame = async { self.ws.next().await }
+            let next = async { Some(self.ws.next().await) }
                 .or(async {
                     smol::Timer::after(wait).await;
                     None
                 })
                 .await?;
-            match frame.ok()? {
-                Message::Text(text) => return serde_json::from_str(&text).ok(),
-                Message::Binary(bytes) => return rmp_serde::from_slice(&bytes).ok(),
-                Message::Close(_) => return None,
-                _ => continue,
+            let Some(frame) = next else {
+                self.closed.get_or_insert(Closed::Dropped);
+                return None;
+            };
+            match frame {
+                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+                Ok(Message::Binary(bytes)) => return rmp_serde::from_slice(&bytes).ok(),
+                Ok(Message::Close(frame)) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    self.closed.get_or_insert(Closed::Code(code));
+                    return None;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    self.closed.get_or_insert(Closed::Dropped);
+                    return None;
+                }
             }
         }
     }
@@ -374,6 +389,9 @@ impl TestClient {
 
     /// Reads until the hub closes the connection; panics after [`TIMEOUT`].
     pub async fn expect_close(&mut self) -> Closed {
+        if let Some(closed) = &self.closed {
+            return closed.clone();
+        }
         let ended = async {
             loop {
                 match self.ws.next().await {

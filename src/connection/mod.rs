@@ -90,6 +90,9 @@ pub(crate) async fn run(socket: TcpStream, leftover: Vec<u8>, conn: Upgraded, sp
         alive_reported: Instant::now(),
     };
     let reason = reader.read_loop(source).await;
+    if reader.pending_drops > 0 {
+        reader.report_drops(false).await;
+    }
     reader.hub.leave(conn.id, reason).await;
 }
 
@@ -135,6 +138,9 @@ impl Reader {
                 Message::Frame(_) => continue,
             };
             match self.limiter.check(now) {
+                // Drops not yet reported go with the next message let through,
+                // so the registry's count is current whenever the client is.
+                Verdict::Allow if self.pending_drops > 0 => self.report_drops(false).await,
                 Verdict::Allow => {}
                 Verdict::Drop { notify } => {
                     self.pending_drops += 1;

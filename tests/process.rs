@@ -23,8 +23,10 @@ struct Hub {
 impl Hub {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Hub {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
-        cmd.args(["--bind", "127.0.0.1:0"])
-            .args(args)
+        if !args.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env_remove("WSHUB_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -98,9 +100,8 @@ impl Drop for Hub {
 /// Runs the binary expecting it to refuse to start; returns (status, stderr).
 fn refuse(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
-    cmd.args(["--bind", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("WSHUB_LOG");
+    // Every case fails before binding, so the default address is never taken.
+    cmd.args(args).env_remove("WSHUB_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -343,4 +344,73 @@ fn stdin_events_are_published_bad_lines_skipped_and_eof_stops_the_hub() {
         .filter(|l| l.contains("stdin line"))
         .collect();
     assert_eq!(skipped.len(), 2, "{skipped:#?}");
+}
+
+#[test]
+fn minted_tokens_are_accepted_by_a_hub_with_the_same_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args([
+            "token",
+            "--sub",
+            "ana",
+            "--rooms",
+            "project:*,lobby",
+            "--publish",
+            "project:*",
+            "--ttl",
+            "10m",
+        ])
+        .env("WSHUB_JWT_SECRET", "dev-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let claims = wshub::auth::verify(&token, b"dev-secret", wshub::auth::unix_now()).unwrap();
+    assert_eq!(claims.sub, "ana");
+    assert_eq!(claims.rooms.unwrap(), ["project:*", "lobby"]);
+    assert_eq!(claims.publish.unwrap(), ["project:*"]);
+    let left = claims.exp - wshub::auth::unix_now();
+    assert!((500.0..=600.0).contains(&left), "{left}");
+
+    let hub = Hub::start(&["--jwt-secret", "dev-secret"], &[]);
+    smol::block_on(async {
+        let mut c = TestClient::connect(&hub.ws(&format!("?token={token}&rooms=lobby"))).await;
+        assert_eq!(c.welcome["payload"]["user"], "ana");
+        assert_eq!(
+            c.publish("project:1", "t", json!({})).await["type"],
+            "published"
+        );
+    });
+
+    let (status, stderr) = refuse(&["token", "--sub", "x"], &[("WSHUB_JWT_SECRET", "")]);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("secret"), "{stderr}");
+}
+
+#[test]
+fn binding_beyond_loopback_without_credentials_warns_loudly() {
+    let mut hub = Hub::start(&["--bind", "0.0.0.0:0"], &[]);
+    let deadline = Instant::now() + WAIT;
+    let warning = loop {
+        if let Ok(line) = hub.stderr.recv_timeout(Duration::from_millis(100)) {
+            let log: Value = serde_json::from_str(&line).unwrap();
+            if log["level"] == "warn" {
+                break log;
+            }
+        }
+        assert!(Instant::now() < deadline, "no warning");
+    };
+    assert!(
+        warning["msg"].as_str().unwrap().contains("admin_key"),
+        "{warning}"
+    );
+    hub.signal("TERM");
+    assert_eq!(hub.wait_exit(), 0);
+    let quiet = Hub::start(&["--bind", "0.0.0.0:0", "--admin-key", "k"], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(quiet.stderr_lines().iter().all(|l| !l.contains("\"warn\"")));
 }

@@ -143,7 +143,8 @@ server.on('upgrade', (req, socket, head) => {
   });
 });
 
-server.listen(port, host, () => {
+// wshub's backlog (Node's default is 511), so a burst of connects is not dropped.
+server.listen({ port, host, backlog: 4096 }, () => {
   const addr = `${host}:${server.address().port}`;
   process.stdout.write(`${JSON.stringify({ event: 'listening', addr, epoch })}\n`);
 });

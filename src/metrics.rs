@@ -98,6 +98,9 @@ pub struct Metrics {
     pub messages_dropped: u64,
     /// Events published (HTTP, stdin, API or client).
     pub events_published: u64,
+    /// Events serialised, by subprotocol: once per event and encoding,
+    /// however many recipients.
+    pub event_encodings: BTreeMap<&'static str, u64>,
     /// Upgrade requests refused, by `error.code`.
     pub handshake_rejections: BTreeMap<String, u64>,
     /// How long connections lasted.
@@ -115,6 +118,7 @@ impl Default for Metrics {
             messages_out: 0,
             messages_dropped: 0,
             events_published: 0,
+            event_encodings: [("wshub.json", 0), ("wshub.msgpack", 0)].into(),
             handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
@@ -138,6 +142,15 @@ impl Metrics {
     pub fn disconnected(&mut self, reason: &'static str, lasted_s: f64) {
         *self.disconnects.entry(reason).or_default() += 1;
         self.connection_duration.observe(lasted_s);
+    }
+
+    /// Counts the encodings an event needed.
+    pub fn encoded(&mut self, json: bool, msgpack: bool) {
+        for (protocol, done) in [("wshub.json", json), ("wshub.msgpack", msgpack)] {
+            if done {
+                *self.event_encodings.entry(protocol).or_default() += 1;
+            }
+        }
     }
 
     /// Counts a refused upgrade.
@@ -193,6 +206,13 @@ impl Metrics {
             "wshub_events_published_total",
             "Events published.",
             self.events_published,
+        );
+        labelled(
+            &mut out,
+            "wshub_event_encodings_total",
+            "Events serialised, by subprotocol (once per event, not per recipient).",
+            "protocol",
+            self.event_encodings.iter().map(|(k, v)| (*k, *v)),
         );
         labelled(
             &mut out,

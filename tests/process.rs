@@ -268,12 +268,55 @@ fn logs_are_json_lines_with_correlation_and_connection_ids() {
     let closed = find("connection closed");
     assert_eq!(closed["connection_id"], connection_id.as_str());
     assert_eq!(closed["reason"], "normal");
+    assert_eq!(closed["close_code"], 1000);
+
+    // One correlation ID, followed from the HTTP request to the queue of
+    // the connection it reached.
+    let trail: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["correlation_id"] == "pub-7")
+        .collect();
+    let msgs: Vec<&str> = trail.iter().map(|l| l["msg"].as_str().unwrap()).collect();
+    assert_eq!(
+        msgs,
+        ["event queued", "event published", "http request"],
+        "{trail:#?}"
+    );
+    assert_eq!(trail[0]["connection_id"], connection_id.as_str());
+    assert_eq!(trail[0]["event_id"], trail[1]["event_id"]);
+    assert_eq!(trail[1]["recipients"], 1);
+    assert_eq!(trail[2]["status"], 202);
+}
+
+#[test]
+fn the_log_level_comes_from_wshub_log() {
+    let mut quiet = Hub::start(&[], &[("WSHUB_LOG", "warn")]);
+    smol::block_on(async {
+        TestClient::connect(&quiet.ws("")).await.close().await;
+    });
+    quiet.signal("TERM");
+    assert_eq!(quiet.wait_exit(), 0);
+    let lines = quiet.stderr_lines();
+    assert!(lines.iter().all(|l| !l.contains("\"info\"")), "{lines:#?}");
+
+    let mut chatty = Hub::start(&[], &[]);
+    smol::block_on(async {
+        TestClient::connect(&chatty.ws("")).await.close().await;
+    });
+    chatty.signal("TERM");
+    assert_eq!(chatty.wait_exit(), 0);
+    let lines = chatty.stderr_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("connection opened")),
+        "info by default: {lines:#?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("\"debug\"")));
 }
 
 #[test]
 fn sigterm_drains_with_1001_answers_503_and_exits_0() {
     let mut hub = Hub::start(&["--shutdown-grace", "3s"], &[]);
-    smol::block_on(async {
+    let polite_id = smol::block_on(async {
         let mut polite = TestClient::connect(&hub.ws("")).await;
         // A peer that never answers the close keeps the drain open until the grace ends.
         let _stubborn = wshub::testing::connect_raw(&hub.ws(""), &[]).await.unwrap();
@@ -293,8 +336,17 @@ fn sigterm_drains_with_1001_answers_503_and_exits_0() {
             );
             smol::Timer::after(Duration::from_millis(20)).await;
         }
+        polite.id()
     });
     assert_eq!(hub.wait_exit(), 0);
+    let closed: Value = hub
+        .stderr_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["msg"] == "connection closed" && l["connection_id"] == polite_id.as_str())
+        .expect("a close line for the polite client");
+    assert_eq!(closed["reason"], "shutdown");
+    assert_eq!(closed["close_code"], 1001);
 }
 
 #[test]

@@ -89,11 +89,35 @@ pub(crate) async fn run(socket: TcpStream, leftover: Vec<u8>, conn: Upgraded, sp
         drops_reported: Instant::now(),
         alive_reported: Instant::now(),
     };
-    let reason = reader.read_loop(source).await;
+    let ending = reader.read_loop(source).await;
     if reader.pending_drops > 0 {
         reader.report_drops(false).await;
     }
-    reader.hub.leave(conn.id, reason).await;
+    reader.hub.leave(conn.id, ending.reason, ending.close_code).await;
+}
+
+/// How a connection ended, as its reader saw it.
+struct Ending {
+    /// The `reason` label of `wshub_disconnects_total`.
+    reason: &'static str,
+    /// The close code sent or received, if there was one.
+    close_code: Option<u16>,
+}
+
+impl Ending {
+    fn with(code: CloseCode) -> Self {
+        Self {
+            reason: code.disconnect_reason(),
+            close_code: Some(code.code()),
+        }
+    }
+
+    fn error() -> Self {
+        Self {
+            reason: "error",
+            close_code: None,
+        }
+    }
 }
 
 struct Reader {
@@ -109,15 +133,15 @@ struct Reader {
 
 impl Reader {
     /// Reads until the peer closes or breaks the connection, or a limit
-    /// closes it; returns the disconnect reason.
+    /// closes it.
     async fn read_loop(
         &mut self,
         mut source: async_tungstenite::WebSocketReceiver<TcpStream>,
-    ) -> &'static str {
+    ) -> Ending {
         loop {
             let message = match source.next().await {
                 // The stream ends after a completed closing handshake.
-                None => return CloseCode::Normal.disconnect_reason(),
+                None => return Ending::with(CloseCode::Normal),
                 Some(Ok(message)) => message,
                 Some(Err(e)) => return self.failed(e),
             };
@@ -129,12 +153,17 @@ impl Reader {
                     if now.duration_since(self.alive_reported) >= ALIVE_EVERY {
                         self.alive_reported = now;
                         if self.hub.alive(self.id).await.is_err() {
-                            return CloseCode::GoingAway.disconnect_reason();
+                            return Ending::with(CloseCode::GoingAway);
                         }
                     }
                     continue;
                 }
-                Message::Close(_) => return CloseCode::Normal.disconnect_reason(),
+                Message::Close(frame) => {
+                    return Ending {
+                        reason: CloseCode::Normal.disconnect_reason(),
+                        close_code: Some(frame.as_ref().map_or(1005, |f| u16::from(f.code))),
+                    };
+                }
                 Message::Frame(_) => continue,
             };
             match self.limiter.check(now) {
@@ -166,7 +195,7 @@ impl Reader {
                 .await
                 .is_err()
             {
-                return CloseCode::GoingAway.disconnect_reason();
+                return Ending::with(CloseCode::GoingAway);
             }
         }
     }
@@ -178,9 +207,9 @@ impl Reader {
         let _ = self.hub.dropped(self.id, count, notify).await;
     }
 
-    /// The reason for a read error, after asking the writer to send the
-    /// close code the error calls for.
-    fn failed(&mut self, error: WsError) -> &'static str {
+    /// How a read error ends the connection, after asking the writer to
+    /// send the close code the error calls for.
+    fn failed(&mut self, error: WsError) -> Ending {
         match error {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => self.close(CloseCode::TooBig),
             WsError::Capacity(_) => self.close(CloseCode::TooBig),
@@ -188,14 +217,14 @@ impl Reader {
             WsError::Protocol(p) if !matches!(p, async_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
                 self.close(CloseCode::ProtocolError)
             }
-            _ => "error",
+            _ => Ending::error(),
         }
     }
 
-    fn close(&mut self, code: CloseCode) -> &'static str {
+    fn close(&mut self, code: CloseCode) -> Ending {
         // A full control channel already holds a close from the hub.
         let _ = self.control.try_send(code);
-        code.disconnect_reason()
+        Ending::with(code)
     }
 }
 

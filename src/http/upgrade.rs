@@ -88,7 +88,7 @@ pub(crate) async fn upgrade(
     }
     head.push_str("\r\n");
     if stream.write_all(head.as_bytes()).await.is_err() {
-        ctx.hub.leave(joined.id, "error").await;
+        ctx.hub.leave(joined.id, "error", None).await;
         return;
     }
     let upgraded = Upgraded {

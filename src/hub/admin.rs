@@ -62,7 +62,11 @@ impl Hub {
 
     /// The body of `GET /metrics`.
     pub(super) fn render_metrics(&self) -> String {
-        self.metrics.render(Gauges {
+        // Live connections' messages are counted here; closed ones were
+        // added to the total when they left.
+        let mut metrics = self.metrics.clone();
+        metrics.messages_out += self.conns.values().map(|c| c.messages_out).sum::<u64>();
+        metrics.render(Gauges {
             connections_active: self.conns.len(),
             rooms: self.rooms.len(),
             uptime_s: self.started.elapsed().as_secs_f64(),

@@ -124,6 +124,7 @@ pub(crate) enum Command {
     Leave {
         conn: ConnId,
         reason: &'static str,
+        close_code: Option<u16>,
     },
     Publish {
         publish: Publish,
@@ -226,9 +227,15 @@ impl HubClient {
         .await
     }
 
-    pub async fn leave(&self, conn: ConnId, reason: &'static str) {
+    pub async fn leave(&self, conn: ConnId, reason: &'static str, close_code: Option<u16>) {
         // A stopped hub has already forgotten every connection.
-        let _ = self.send(Command::Leave { conn, reason }).await;
+        let _ = self
+            .send(Command::Leave {
+                conn,
+                reason,
+                close_code,
+            })
+            .await;
     }
 
     pub async fn publish(

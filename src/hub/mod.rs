@@ -162,8 +162,12 @@ impl Hub {
                 count,
                 notify,
             } => self.on_dropped(conn, count, notify),
-            Command::Leave { conn, reason } => {
-                self.remove(conn, reason);
+            Command::Leave {
+                conn,
+                reason,
+                close_code,
+            } => {
+                self.remove(conn, reason, close_code);
             }
             Command::Publish {
                 publish,
@@ -313,7 +317,7 @@ impl Hub {
     }
 
     /// Forgets a connection (once; later calls do nothing) and counts why it ended.
-    fn remove(&mut self, id: ConnId, reason: &'static str) -> Option<Conn> {
+    fn remove(&mut self, id: ConnId, reason: &'static str, close_code: Option<u16>) -> Option<Conn> {
         let conn = self.conns.remove(&id)?;
         for name in &conn.rooms {
             if let Some(room) = self.rooms.get_mut(name) {
@@ -340,10 +344,12 @@ impl Hub {
         }
         let lasted = conn.connected.elapsed().as_secs_f64();
         self.metrics.disconnected(reason, lasted);
+        self.metrics.messages_out += conn.messages_out;
         self.log
             .info("connection closed")
             .field("connection_id", id)
             .field("reason", reason)
+            .maybe("close_code", close_code)
             .maybe("user", conn.user())
             .field("duration_s", (lasted * 1000.0).round() / 1000.0)
             .field("messages_in", conn.messages_in)
@@ -354,12 +360,7 @@ impl Hub {
 
     /// Forgets a connection and asks its writer to close with `code`.
     fn close(&mut self, id: ConnId, code: CloseCode) {
-        if let Some(conn) = self.remove(id, code.disconnect_reason()) {
-            self.log
-                .debug("closing connection")
-                .field("connection_id", id)
-                .field("close_code", code.code())
-                .emit();
+        if let Some(conn) = self.remove(id, code.disconnect_reason(), Some(code.code())) {
             // The control channel holds one close; a second close for the
             // same connection (the reader's own) is redundant.
             let _ = conn.control.try_send(code);
@@ -402,7 +403,7 @@ impl Hub {
             payload.extend(extra);
         }
         self.log
-            .debug("error reply")
+            .info("error reply")
             .field("connection_id", id)
             .field("correlation_id", correlation_id)
             .field("code", error.code)

@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::conn::Conn;
+use crate::config::LogLevel;
+use crate::log::Logger;
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Outbound, Status};
 use crate::protocol::{
@@ -39,6 +41,11 @@ impl Hub {
         let limit = self.config.send_queue;
         let mut slow = Vec::new();
         let mut recipients = 0;
+        let trace = Trace {
+            log: self.log,
+            correlation_id: &correlation_id,
+            event_id: &id,
+        };
         let seq = match &publish.target {
             Target::Room(name) => {
                 let room = self.rooms.entry(name.clone()).or_default();
@@ -56,8 +63,10 @@ impl Hub {
                 for member in room.members.iter().filter(|m| Some(**m) != except) {
                     if let Some(conn) = self.conns.get_mut(member) {
                         recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
+                        trace.queued(conn.id);
                     }
                 }
+                self.metrics.encoded(true, record.has_msgpack());
                 room.remember(record, self.config.history_size);
                 if room.is_idle() {
                     self.rooms.remove(name);
@@ -78,8 +87,10 @@ impl Hub {
                 for member in self.users.get(user).into_iter().flatten() {
                     if let Some(conn) = self.conns.get_mut(member) {
                         recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
+                        trace.queued(conn.id);
                     }
                 }
+                self.metrics.encoded(true, record.has_msgpack());
                 None
             }
             Target::Everyone => {
@@ -92,7 +103,7 @@ impl Hub {
                     None,
                     None,
                 );
-                recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow);
+                recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow, trace);
                 None
             }
         };
@@ -126,12 +137,15 @@ impl Hub {
         Ok(published)
     }
 
-    fn deliver_to_all(&mut self, mut record: EventRecord, slow: &mut Vec<ConnId>) -> usize {
+    fn deliver_to_all(&mut self, mut record: EventRecord, slow: &mut Vec<ConnId>, trace: Trace<'_>) -> usize {
         let limit = self.config.send_queue;
-        self.conns
-            .values_mut()
-            .map(|conn| usize::from(deliver(conn, &mut record, limit, slow)))
-            .sum()
+        let mut recipients = 0;
+        for conn in self.conns.values_mut() {
+            recipients += usize::from(deliver(conn, &mut record, limit, slow));
+            trace.queued(conn.id);
+        }
+        self.metrics.encoded(true, record.has_msgpack());
+        recipients
     }
 
     /// Records a component's health; a change goes to every connection as
@@ -163,7 +177,12 @@ impl Hub {
                 None,
             );
             let mut slow = Vec::new();
-            let recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow);
+            let trace = Trace {
+                log: self.log,
+                correlation_id,
+                event_id: &id,
+            };
+            let recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow, trace);
             for conn in slow {
                 self.close(conn, CloseCode::SlowConsumer);
             }
@@ -197,6 +216,28 @@ impl Hub {
                 user: c.user().map(str::to_string),
             })
             .collect()
+    }
+}
+
+/// Per-recipient `debug` lines that follow an event to every queue it
+/// reached; free when debug logging is off.
+#[derive(Clone, Copy)]
+struct Trace<'a> {
+    log: Logger,
+    correlation_id: &'a str,
+    event_id: &'a str,
+}
+
+impl Trace<'_> {
+    fn queued(&self, conn: ConnId) {
+        if self.log.enabled(LogLevel::Debug) {
+            self.log
+                .debug("event queued")
+                .field("correlation_id", self.correlation_id)
+                .field("event_id", self.event_id)
+                .field("connection_id", conn)
+                .emit();
+        }
     }
 }
 

@@ -28,6 +28,11 @@ impl EventRecord {
         }
     }
 
+    /// Whether the MessagePack form has been made.
+    pub fn has_msgpack(&self) -> bool {
+        self.msgpack.is_some()
+    }
+
     /// The event in `encoding`; MessagePack is transcoded from the JSON the
     /// first time a MessagePack member needs it, then shared.
     pub fn encoded(&mut self, encoding: Encoding) -> Encoded {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish, Request, Subscribe,
+    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Request, Subscribe,
     Target, Timestamp, new_uuid,
 };
 
@@ -168,6 +168,9 @@ impl Hub {
             };
             let mut overflow = false;
             for event in events {
+                if encoding == Encoding::MsgPack && !event.has_msgpack() {
+                    self.metrics.encoded(false, true);
+                }
                 if !conn.push(Outbound::Message(event.encoded(encoding)), limit) {
                     overflow = true;
                     break;

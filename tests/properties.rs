@@ -1,0 +1,125 @@
+//! Property tests for the three parsers that take untrusted bytes: the
+//! client-message decoder, the request-head parser and the room-name check.
+//! Arbitrary input never panics and always gives a value or a protocol
+//! error; well-formed input always decodes to what was meant.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use wshub::fuzzing::{Encoding, decode, is_valid_room, parse_head};
+use wshub::protocol::{ErrorCode, Request};
+
+const DECODE_CODES: [ErrorCode; 3] = [
+    ErrorCode::InvalidJson,
+    ErrorCode::InvalidMessage,
+    ErrorCode::UnknownType,
+];
+
+fn room() -> impl Strategy<Value = String> + Clone {
+    "[A-Za-z0-9_.:-]{1,128}"
+}
+
+fn message() -> impl Strategy<Value = Value> {
+    let rooms = prop::collection::vec(room(), 0..5);
+    prop_oneof![
+        Just(json!({"type": "ping"})),
+        rooms
+            .clone()
+            .prop_map(|r| json!({"type": "subscribe", "rooms": r})),
+        (rooms.clone(), room(), 0u64..1_000_000).prop_map(|(mut r, s, seq)| {
+            r.push(s.clone());
+            json!({"type": "subscribe", "rooms": r, "since": {s: seq}, "epoch": "e"})
+        }),
+        rooms.prop_map(|r| json!({"type": "unsubscribe", "rooms": r})),
+        (room(), "[a-z_]{1,20}", any::<i64>()).prop_map(|(r, e, n)| {
+            json!({"type": "publish", "room": r, "event": e, "payload": {"n": n}})
+        }),
+        room().prop_map(|r| json!({"type": "presence", "room": r})),
+        "[A-Za-z0-9._-]{0,64}".prop_map(|t| json!({"type": "refresh", "token": t})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            if let Err(e) = decode(&bytes, encoding) {
+                prop_assert!(DECODE_CODES.contains(&e.error.code), "{:?}", e.error);
+                prop_assert!(!e.error.message.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_values_never_panic_the_decoder(text in "\\{(\"[a-z_]{1,8}\":(\"[a-z ]{0,8}\"|[0-9]{1,4}|null|\\[\\]|\\{\\}|true),?){0,6}\\}") {
+        if let Err(e) = decode(text.as_bytes(), Encoding::Json) {
+            prop_assert!(DECODE_CODES.contains(&e.error.code), "{:?}", e.error);
+        }
+    }
+
+    #[test]
+    fn well_formed_messages_decode_in_both_encodings(mut msg in message(), reference in "[a-z0-9]{1,12}") {
+        msg["ref"] = json!(reference);
+        let json_bytes = msg.to_string().into_bytes();
+        let msgpack_bytes = rmp_serde::to_vec_named(&msg).unwrap();
+        for (bytes, encoding) in [(json_bytes, Encoding::Json), (msgpack_bytes, Encoding::MsgPack)] {
+            let decoded = decode(&bytes, encoding).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
+            prop_assert_eq!(decoded.reference.as_deref(), Some(reference.as_str()));
+            let kind = msg["type"].as_str().unwrap();
+            let matches = match (&decoded.request, kind) {
+                (Request::Ping, "ping") | (Request::Unsubscribe { .. }, "unsubscribe") => true,
+                (Request::Subscribe(s), "subscribe") => s.rooms.len() <= msg["rooms"].as_array().unwrap().len(),
+                (Request::Publish { room, .. }, "publish") => room == msg["room"].as_str().unwrap(),
+                (Request::Presence { room }, "presence") => room == msg["room"].as_str().unwrap(),
+                (Request::Refresh { token }, "refresh") => token == msg["token"].as_str().unwrap(),
+                _ => false,
+            };
+            prop_assert!(matches, "{:?} from {}", decoded.request, msg);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_head_parser(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = parse_head(&bytes);
+    }
+
+    #[test]
+    fn well_formed_heads_parse_and_their_prefixes_ask_for_more(
+        method in "GET|POST|PUT|DELETE|OPTIONS",
+        path in "/[a-z0-9/_.-]{0,40}",
+        query in "[a-z0-9=&%,]{0,40}",
+        headers in prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,20}", "[ -~]{0,40}"), 0..10),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut raw = format!("{method} {path}?{query} HTTP/1.1\r\n");
+        for (name, value) in &headers {
+            raw.push_str(&format!("{name}: {}\r\n", value.trim()));
+        }
+        raw.push_str("\r\n");
+        let head_len = raw.len();
+        let mut bytes = raw.into_bytes();
+        bytes.extend_from_slice(&body);
+        let (request, len) = parse_head(&bytes).unwrap().unwrap();
+        prop_assert_eq!(len, head_len);
+        prop_assert_eq!(&request.method, &method);
+        prop_assert_eq!(&request.path, &path);
+        prop_assert_eq!(&request.query, &query);
+        prop_assert_eq!(request.headers.len(), headers.len());
+        for cut in 0..head_len {
+            prop_assert_eq!(parse_head(&bytes[..cut]), Ok(None), "prefix of {} bytes", cut);
+        }
+    }
+
+    #[test]
+    fn room_names_match_the_reference_rule(name in "\\PC{0,140}") {
+        let expected = (1..=128).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+        prop_assert_eq!(is_valid_room(&name), expected);
+    }
+
+    #[test]
+    fn valid_room_names_are_accepted(name in room()) {
+        prop_assert!(is_valid_room(&name));
+    }
+}

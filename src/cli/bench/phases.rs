@@ -17,8 +17,12 @@ use super::stats::Summary;
 use super::subscribers::{ConnectPlan, Subscribers, THREAD_PREFIX, ThreadReport};
 use super::target::{self, SPARE_FILES, Start, Target};
 
+/// How long the idle server is watched before connecting.
+const IDLE_SAMPLE: Duration = Duration::from_millis(500);
 /// How often waits look at the counters.
 const POLL: Duration = Duration::from_millis(5);
+/// A drain that keeps making progress still ends after this many timeouts.
+const DRAIN_LIMIT_FACTOR: u32 = 4;
 /// Progress lines on stderr during long waits, at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -46,7 +50,10 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
         plan.flood.map_or(0, |f| f.publishes),
     ));
     let rss = || target.pid.and_then(procfs::rss_kib);
-    std::thread::sleep(Duration::from_millis(300));
+    // The server settles; how busy the machine is meanwhile shows other load.
+    let quiet = procfs::machine_ticks();
+    std::thread::sleep(IDLE_SAMPLE);
+    let background_busy_percent = busy_percent(procfs::machine_ticks(), quiet);
     let rss_idle = rss();
 
     let connect_plan = ConnectPlan {
@@ -137,7 +144,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     });
     let integrity = integrity(&run, plan, &threads);
     Ok(Report {
-        machine: super::report::Machine::read(),
+        machine: super::report::Machine::read(background_busy_percent),
         target: target.description.clone(),
         settings: Settings::of(plan, connect_plan.sources.len()),
         connect: Connect {
@@ -210,13 +217,16 @@ fn wait_connected(plan: &Plan, run: &Run, started: Instant) -> f64 {
 }
 
 /// Waits until publishes `from..to` have reached every open subscriber, or
-/// no delivery has arrived for `drain_timeout`.
+/// no delivery has arrived for `drain_timeout` (and never longer than
+/// `DRAIN_LIMIT_FACTOR` times that in all).
 fn drain(plan: &Plan, run: &Run, from: u64, to: u64, accepted: u64) {
+    let limit = Instant::now() + plan.drain_timeout * DRAIN_LIMIT_FACTOR;
     let mut seen = run.arrivals(from, to);
     let mut last_progress = Instant::now();
     loop {
         let want = accepted * run.open();
-        if seen >= want || last_progress.elapsed() >= plan.drain_timeout {
+        if seen >= want || last_progress.elapsed() >= plan.drain_timeout || Instant::now() >= limit
+        {
             return;
         }
         std::thread::sleep(POLL);
@@ -250,12 +260,7 @@ impl Snapshot {
 
     fn since(&self, before: &Snapshot) -> Cpu {
         let diff = |a: Option<u64>, b: Option<u64>| a?.checked_sub(b?);
-        let machine = match (self.machine, before.machine) {
-            (Some((busy, total)), Some((busy0, total0))) if total > total0 => Some(round3(
-                100.0 * (busy - busy0) as f64 / (total - total0) as f64,
-            )),
-            _ => None,
-        };
+        let machine = busy_percent(self.machine, before.machine);
         Cpu::new(
             self.deliveries - before.deliveries,
             diff(self.hub, before.hub),
@@ -363,6 +368,13 @@ fn integrity(run: &Run, plan: &Plan, threads: &ThreadReport) -> Integrity {
         }
     }
     report
+}
+
+/// The busy share of all CPUs between two `/proc/stat` samples.
+fn busy_percent(now: Option<(u64, u64)>, before: Option<(u64, u64)>) -> Option<f64> {
+    let ((busy, total), (busy0, total0)) = (now?, before?);
+    (total > total0)
+        .then(|| round3(100.0 * busy.saturating_sub(busy0) as f64 / (total - total0) as f64))
 }
 
 fn round3(x: f64) -> f64 {

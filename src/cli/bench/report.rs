@@ -33,11 +33,13 @@ pub(crate) struct Machine {
     pub cpus: usize,
     pub cpu_model: Option<String>,
     pub kernel: Option<String>,
+    /// How busy all CPUs were before the run started (other load).
+    pub background_busy_percent: Option<f64>,
 }
 
 impl Machine {
-    /// This machine, from `/proc`.
-    pub fn read() -> Self {
+    /// This machine, from `/proc`, with the load measured before the run.
+    pub fn read(background_busy_percent: Option<f64>) -> Self {
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|info| {
@@ -50,6 +52,7 @@ impl Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|k| k.trim().to_string()),
+            background_busy_percent,
         }
     }
 }
@@ -293,10 +296,11 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "machine      {} CPUs, {}, Linux {}",
+            "machine      {} CPUs, {}, Linux {}; {}% busy before the run",
             m.cpus,
             m.cpu_model.as_deref().unwrap_or("?"),
-            m.kernel.as_deref().unwrap_or("?")
+            m.kernel.as_deref().unwrap_or("?"),
+            opt(m.background_busy_percent, 0)
         );
         let c = &self.connect;
         let _ = writeln!(

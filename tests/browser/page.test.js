@@ -92,6 +92,12 @@ test('the live page shows state, events, health, filters, and its publish form r
   const delivered = await other.untilEvent('deploy_requested');
   assert.deepEqual([delivered.room, delivered.seq, delivered.payload], ['builds', 2, { env: 'staging', by: 'live page' }]);
 
+  // A bad payload is refused in the page, nothing is sent.
+  await page.fill('#pub-payload', '[1, 2]');
+  await page.click('#publish button[type="submit"]');
+  await page.waitForSelector('#publish-result.error');
+  assert.equal(await page.textContent('#publish-result'), 'the payload must be a JSON object');
+
   // The same form over HTTP, to everyone: the page itself gets this one.
   await page.check('input[name="via"][value="http"]');
   await page.fill('#pub-room', '');
@@ -101,11 +107,6 @@ test('the live page shows state, events, health, filters, and its publish form r
   await page.waitForSelector('#publish-result.ok');
   await page.waitForSelector('#entries tr.event[data-type="http_note"]');
   await other.untilEvent('http_note');
-
-  // A bad payload is refused in the page, nothing is sent.
-  await page.fill('#pub-payload', '[1, 2]');
-  await page.click('#publish button[type="submit"]');
-  await page.waitForSelector('#publish-result.error');
 
   // Filters: by room, by type, by text, then back to everything.
   await page.selectOption('#f-room', 'builds');

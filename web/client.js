@@ -314,6 +314,9 @@ export class WsHub {
     const generation = ++this.#generation;
     this.#attempt += 1;
     this.#report('connecting');
+    // The connect timeout covers fetching the token too.
+    this.#lastMessageAt = Date.now();
+    this.#armWatchdog(this.#config.connectTimeoutMs);
     let url;
     try {
       url = new URL(this.#url);
@@ -323,7 +326,7 @@ export class WsHub {
       if (generation === this.#generation) this.#lost(1006, `no token: ${err?.message ?? err}`);
       return;
     }
-    if (generation !== this.#generation) return; // closed while the token was fetched
+    if (generation !== this.#generation) return; // closed or timed out while the token was fetched
     let ws;
     try {
       ws = new WebSocket(url, 'wshub.json');
@@ -339,25 +342,25 @@ export class WsHub {
       if (ws === this.#ws) this.#lost(e.code, e.reason || (this.#state === 'open' ? '' : 'connection failed'));
     };
     ws.onerror = () => {}; // a close event always follows
-    this.#lastMessageAt = Date.now();
-    this.#armWatchdog(this.#config.connectTimeoutMs);
   }
 
   /** The current socket ended (or is given up on): report, then retry unless final. */
   #lost(code, reason) {
     const wasStable = this.#state === 'open' && Date.now() - this.#openedAt >= this.#config.stableMs;
+    const attempt = this.#attempt;
+    this.#generation += 1; // an attempt still fetching its token is abandoned
     this.#detach(4000, reason);
     this.#settleAll(new WsHubError('disconnected', `the connection closed (${code}) before the reply`));
-    if (wasStable) this.#attempt = 0;
     if (FINAL_CLOSE_CODES.has(code)) {
       this.#stopped = true;
       globalThis.removeEventListener?.('online', this.#onOnline);
-      this.#report('closed', { code, reason, final: true });
+      this.#report('closed', { code, reason, attempt, final: true });
       return;
     }
+    if (wasStable) this.#attempt = 0;
     const cap = Math.min(this.#config.maxBackoffMs, this.#config.backoffMs * 2 ** Math.min(this.#attempt, 30));
     const retryInMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
-    this.#report('closed', { code, reason, final: false, retryInMs });
+    this.#report('closed', { code, reason, attempt, final: false, retryInMs });
     if (!this.#stopped && this.#retryTimer === undefined) {
       this.#retryTimer = setTimeout(() => this.#open(), retryInMs);
     }

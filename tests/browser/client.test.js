@@ -308,6 +308,7 @@ test('a page from a foreign origin is refused by the default Origin check', asyn
       const ws = new WebSocket(${JSON.stringify(hub.wsUrl)});
       ws.onopen = () => resolve('open');
       ws.onclose = (e) => resolve('closed ' + e.code);
+      setTimeout(() => resolve('no answer'), 10000);
     });
   </script>`;
   const server = http.createServer((req, res) => {

@@ -230,6 +230,57 @@ test('an expired token is replaced by a fresh one from the token function', asyn
   await assertNoProblems(tab);
 });
 
+test('reconnect delays back off exponentially, jittered and capped, while the hub is unreachable', async (t) => {
+  const hub = await startHub(t);
+  const proxy = await Proxy.start(hub.port);
+  t.after(() => proxy.close());
+  proxy.refusing = true;
+  const tab = await openTab(t, hub, { wsUrl: `ws://127.0.0.1:${proxy.port}/ws` });
+  const closes = await tab.until((t) => {
+    const closed = t.statuses.filter((s) => s.state === 'closed');
+    return closed.length >= 5 && closed;
+  }, undefined, 20_000);
+  closes.forEach((s, i) => {
+    const cap = Math.min(FAST.maxBackoffMs, FAST.backoffMs * 2 ** (i + 1));
+    assert.equal(s.attempt, i + 1);
+    assert.equal(s.final, false);
+    assert.ok(s.retryInMs >= cap / 2 && s.retryInMs <= cap, `attempt ${i + 1}: ${s.retryInMs} ms within [${cap / 2}, ${cap}]`);
+  });
+  proxy.refusing = false;
+  await tab.untilOpen(1, 10_000);
+  await assertNoProblems(tab);
+});
+
+test('close() while waiting to reconnect stops for good and leaves no timer', async (t) => {
+  const hub = await startHub(t);
+  const proxy = await Proxy.start(hub.port);
+  t.after(() => proxy.close());
+  const tab = await openTab(t, hub, { wsUrl: `ws://127.0.0.1:${proxy.port}/ws`, rooms: ['r'] });
+  await tab.untilOpen();
+  assert.ok((await tab.run((t) => t.timers.size)) >= 1, 'the watchdog runs while open');
+  proxy.refusing = true;
+  proxy.cut();
+  const waiting = await tab.until((t) => t.statuses.find((s) => s.state === 'closed' && !s.final));
+  assert.ok(waiting.retryInMs > 0);
+  const after = await tab.run((t) => {
+    const pending = t.timers.size;
+    t.hub.close();
+    return { pending, left: t.timers.size, state: t.hub.state, last: t.statuses.at(-1) };
+  });
+  assert.ok(after.pending >= 1, 'a retry was scheduled');
+  assert.equal(after.left, 0, 'close() cleared every timer');
+  assert.equal(after.state, 'closed');
+  assert.deepEqual([after.last.state, after.last.final], ['closed', true]);
+  // Calls after close() settle at once; subscribe keeps no room.
+  const calls = await tab.run(async (t) => ({
+    publish: await t.hub.publish('r', 'x').catch((e) => e.code),
+    subscribe: await t.hub.subscribe(['s']),
+    timers: t.timers.size,
+  }));
+  assert.deepEqual(calls, { publish: 'not_connected', subscribe: null, timers: 0 });
+  await assertNoProblems(tab);
+});
+
 test('4003 (disconnected by admin) is final', async (t) => {
   const hub = await startHub(t);
   const tab = await openTab(t, hub);

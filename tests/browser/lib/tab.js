@@ -6,15 +6,31 @@ import { blankTab } from './browser.js';
  * Opens a tab on `origin`, imports `/client.js` from it and connects to
  * `wsUrl`. Inside the page, `window.t` holds the client (`t.hub`), every
  * event (`t.events`), every status (`t.statuses`) and any unhandled
- * promise rejection (`t.unhandled`).
+ * promise rejection (`t.unhandled`); `t.timers` holds client.js's pending timers.
  */
 export async function clientTab(context, { origin, wsUrl, rooms, options = {}, tokenFrom }) {
   const page = await blankTab(context, origin);
   if (tokenFrom) await page.exposeFunction('nextToken', tokenFrom);
   await page.evaluate(
     async ({ wsUrl, rooms, options, withToken }) => {
+      // Count the timers client.js has pending, to check that close() clears them.
+      const timers = new Set();
+      const { setTimeout: set, clearTimeout: clear } = window;
+      window.setTimeout = (fn, ms, ...args) => {
+        if (!new Error().stack.includes('/client.js')) return set(fn, ms, ...args);
+        const id = set(() => {
+          timers.delete(id);
+          fn(...args);
+        }, ms);
+        timers.add(id);
+        return id;
+      };
+      window.clearTimeout = (id) => {
+        timers.delete(id);
+        clear(id);
+      };
       const { WsHub, WsHubError } = await import('/client.js');
-      const t = { events: [], statuses: [], unhandled: [], WsHubError };
+      const t = { events: [], statuses: [], unhandled: [], WsHubError, timers };
       window.t = t;
       addEventListener('unhandledrejection', (e) => t.unhandled.push(String(e.reason?.stack ?? e.reason)));
       t.hub = WsHub.connect(wsUrl, {

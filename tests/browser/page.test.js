@@ -126,7 +126,8 @@ test('the live page shows state, events, health, filters, and its publish form r
   await page.click('#entries tr.event[data-type="build_started"]');
   assert.match(await page.textContent('#entries tr.detail'), /"seq": 1/);
 
-  await page.waitForFunction(() => document.querySelector('#connections').textContent === '2');
+  // The page polls /health every 5 s for the count.
+  await page.waitForFunction(() => document.querySelector('#connections').textContent === '2', null, { timeout: 15_000 });
   await fs.mkdir(SHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SHOTS, 'live-page.png') });
   await page.emulateMedia({ colorScheme: 'dark' });

@@ -2,6 +2,7 @@
 //! client tools. Flags mirror the settings of PROTOCOL.md section 8.
 
 mod bench;
+mod client;
 mod stdin;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,10 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a development JWT signed with the hub's secret.
     Token(TokenArgs),
+    /// Print a hub's events as JSON lines; reconnects and resumes by itself.
+    Listen(client::ListenArgs),
+    /// Publish one event over HTTP or WebSocket and print the reply.
+    Publish(client::PublishArgs),
     /// Measure a hub: subscribers, publish latency, flood rate, memory.
     Bench(bench::BenchArgs),
 }
@@ -163,6 +168,8 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Token(args)) => token(args),
+        Some(Command::Listen(args)) => client::listen(args),
+        Some(Command::Publish(args)) => client::publish(args),
         Some(Command::Bench(args)) => bench::run(args),
     }
 }
@@ -211,8 +218,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     drop(stdout);
     if args.stdin_events {
-        let handle = handle.clone();
-        std::thread::spawn(move || stdin::publish_lines(&handle, std::io::stdin().lock(), log));
+        let lines = handle.clone();
+        std::thread::spawn(move || stdin::publish_lines(&lines, std::io::stdin().lock(), log));
+        let orphan = handle.clone();
+        std::thread::spawn(move || stdin::stop_when_orphaned(&orphan, log));
     }
     smol::block_on(handle.stopped());
     ExitCode::SUCCESS

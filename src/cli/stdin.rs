@@ -1,8 +1,9 @@
 //! Sidecar mode (`--stdin-events`): each stdin line is an event as for
-//! `POST /api/events`; when stdin closes the hub drains and stops, so a
-//! companion that dies takes its hub with it.
+//! `POST /api/events`; when stdin closes, or the parent process is gone,
+//! the hub drains and stops, so a companion that dies takes its hub with it.
 
 use std::io::BufRead;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::log::Logger;
@@ -42,4 +43,24 @@ pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead, log: Logger) {
     }
     log.info("stdin closed; shutting down").emit();
     smol::block_on(handle.request_shutdown());
+}
+
+/// How often the parent is looked for.
+const PARENT_CHECK: Duration = Duration::from_millis(250);
+
+/// Shuts the hub down once its parent process has died (it is then
+/// re-parented). Stdin closing usually says so first; this also covers a
+/// parent whose stdin pipe is still held open by another process.
+pub(crate) fn stop_when_orphaned(handle: &Handle, log: Logger) {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        std::thread::sleep(PARENT_CHECK);
+        if std::os::unix::process::parent_id() != parent {
+            log.info("parent process gone; shutting down")
+                .field("parent_pid", parent)
+                .emit();
+            smol::block_on(handle.request_shutdown());
+            return;
+        }
+    }
 }

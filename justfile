@@ -17,6 +17,18 @@ lint:
 ci:
     .ci/run
 
-# The benchmark (see BENCHMARKS.md).
+# The benchmark (see BENCHMARKS.md); `just bench --smoke` for a quick check.
 bench *ARGS:
     cargo run --release -- bench {{ARGS}}
+
+# wshub against the Node ws and axum peers and the floor program, with ratios.
+bench-compare:
+    bench/compare.sh
+
+# Real-browser tests (installs Chromium and npm packages when missing).
+test-browser:
+    tests/browser/run.sh
+
+# Every fuzz target for SECONDS each (cargo-fuzz; see fuzz/run.sh).
+fuzz SECONDS="600":
+    fuzz/run.sh {{SECONDS}}

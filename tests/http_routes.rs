@@ -412,7 +412,9 @@ fn the_live_page_and_client_are_served() {
         js.header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
-    assert!(js.text().contains("WsHub"));
+    assert!(js.text().contains("export class WsHub"));
+    assert_eq!(js.header("cache-control"), Some("no-cache"));
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
 }
 
 #[test]

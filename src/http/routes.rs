@@ -159,8 +159,12 @@ async fn handle(
             };
             Response::json(status, &report)
         }
-        Route::Page => Response::body(200, "text/html; charset=utf-8", PAGE),
-        Route::ClientJs => Response::body(200, "text/javascript; charset=utf-8", CLIENT_JS),
+        // no-cache: a browser revalidates, so an upgraded hub is never
+        // hidden behind an old page or client.
+        Route::Page => Response::body(200, "text/html; charset=utf-8", PAGE)
+            .with_header("Cache-Control", "no-cache"),
+        Route::ClientJs => Response::body(200, "text/javascript; charset=utf-8", CLIENT_JS)
+            .with_header("Cache-Control", "no-cache"),
         Route::Metrics => Response::body(
             200,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -93,7 +93,10 @@ pub(crate) async fn run(socket: TcpStream, leftover: Vec<u8>, conn: Upgraded, sp
     if reader.pending_drops > 0 {
         reader.report_drops(false).await;
     }
-    reader.hub.leave(conn.id, ending.reason, ending.close_code).await;
+    reader
+        .hub
+        .leave(conn.id, ending.reason, ending.close_code)
+        .await;
 }
 
 /// How a connection ended, as its reader saw it.

@@ -317,7 +317,12 @@ impl Hub {
     }
 
     /// Forgets a connection (once; later calls do nothing) and counts why it ended.
-    fn remove(&mut self, id: ConnId, reason: &'static str, close_code: Option<u16>) -> Option<Conn> {
+    fn remove(
+        &mut self,
+        id: ConnId,
+        reason: &'static str,
+        close_code: Option<u16>,
+    ) -> Option<Conn> {
         let conn = self.conns.remove(&id)?;
         for name in &conn.rooms {
             if let Some(room) = self.rooms.get_mut(name) {

@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::conn::Conn;
-use crate::config::LogLevel;
-use crate::log::Logger;
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Outbound, Status};
+use crate::config::LogLevel;
+use crate::log::Logger;
 use crate::protocol::{
     CloseCode, Encoded, Encoding, Envelope, ProtocolError, Publish, Published, Target, encode,
     new_uuid, timestamp_now,
@@ -137,7 +137,12 @@ impl Hub {
         Ok(published)
     }
 
-    fn deliver_to_all(&mut self, mut record: EventRecord, slow: &mut Vec<ConnId>, trace: Trace<'_>) -> usize {
+    fn deliver_to_all(
+        &mut self,
+        mut record: EventRecord,
+        slow: &mut Vec<ConnId>,
+        trace: Trace<'_>,
+    ) -> usize {
         let limit = self.config.send_queue;
         let mut recipients = 0;
         for conn in self.conns.values_mut() {

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Request, Subscribe,
-    Target, Timestamp, new_uuid,
+    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Request,
+    Subscribe, Target, Timestamp, new_uuid,
 };
 
 impl Hub {

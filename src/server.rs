@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use async_channel::Receiver;
 use futures_lite::FutureExt;
-use smol::LocalExecutor;
-use smol::net::TcpListener;
+use smol::{Async, LocalExecutor};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -96,7 +95,7 @@ fn run(
     let spawner = Spawner::new(&executor);
     let grace = config.shutdown_grace;
     smol::block_on(executor.run(async {
-        let listener = match TcpListener::try_from(listener) {
+        let listener = match Async::new(listener) {
             Ok(listener) => listener,
             Err(e) => {
                 log.error("cannot watch the listening socket")
@@ -145,12 +144,12 @@ fn run(
     drop(executor);
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<Context>) {
+async fn accept_loop(listener: Async<std::net::TcpListener>, ctx: Rc<Context>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 // Events are small and latency matters more than packing.
-                let _ = stream.set_nodelay(true);
+                let _ = stream.get_ref().set_nodelay(true);
                 ctx.spawner.spawn(http::serve(stream, peer, ctx.clone()));
             }
             Err(e) => {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use serde_json::{Value, json};
@@ -453,7 +453,10 @@ pub async fn connect_raw(
     let stream = within(TcpStream::connect((host.as_str(), port)))
         .await
         .ok_or_else(|| WsError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    let config = crate::connection::websocket_config(16 << 20);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20));
     let (ws, _) = within(async_tungstenite::client_async_with_config(
         request,
         stream,

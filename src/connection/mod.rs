@@ -1,33 +1,39 @@
 //! A WebSocket connection as a pair of tasks joined to the hub. The reader
-//! (this module) decodes frames, applies the rate limit and sends commands
-//! to the hub; the writer ([`writer`]) drains the outbound queue the hub
-//! fills. The reader always ends by telling the hub `Leave`; the writer ends
-//! when the hub and the reader are both done with it, and closes the socket.
+//! (this module) decodes client frames ([`frame`]), applies the rate limit
+//! and sends commands to the hub; the writer ([`writer`]) drains the
+//! outbound queue the hub fills, several frames per write. The reader
+//! always ends by telling the hub `Leave`; the writer ends when the hub and
+//! the reader are both done with it, and closes the socket.
+//!
+//! Neither task keeps a buffer while the connection is idle: the reader
+//! reads into the thread's stack and keeps only an incomplete frame, and
+//! the writer writes frames the hub encoded once for every recipient.
 
+mod frame;
 mod rate;
 mod writer;
 
 pub use rate::{RateLimiter, Verdict};
 
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use futures_lite::StreamExt;
-use smol::net::TcpStream;
+use smol::Async;
 
 use crate::executor::Spawner;
 use crate::hub::{ConnId, HubClient, Outbound};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
+use frame::{Decoder, Incoming, Violation};
 
-/// Bytes tungstenite reads per syscall, and keeps allocated per connection.
-/// Client messages are small; a large one grows the buffer as needed.
-pub const READ_BUFFER_BYTES: usize = 1024;
-/// Bytes of frames gathered before a write; a flush writes the rest.
-pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// A connection's socket, shared by its reader and writer.
+pub(crate) type Socket = Arc<Async<TcpStream>>;
+
+/// Bytes read per syscall, into the stack: a burst of small messages is
+/// one read, and nothing stays allocated between reads.
+const READ_CHUNK: usize = 16 * 1024;
 /// Pings and Pongs update the hub's last-seen time at most this often.
 const ALIVE_EVERY: Duration = Duration::from_millis(50);
 /// Rate-limit drops are reported to the hub at most this often.
@@ -39,7 +45,9 @@ pub(crate) struct Upgraded {
     pub id: ConnId,
     pub encoding: Encoding,
     pub hub: HubClient,
-    pub outbound: Receiver<Outbound>,
+    pub outbound_rx: Receiver<Outbound>,
+    /// The reader's way to send Pongs and the echo of a client's Close.
+    pub outbound_tx: Sender<Outbound>,
     pub control_rx: Receiver<CloseCode>,
     pub control_tx: Sender<CloseCode>,
     pub max_message_bytes: usize,
@@ -50,53 +58,40 @@ pub(crate) struct Upgraded {
     pub done: Sender<()>,
 }
 
-/// The tungstenite settings for one connection (see DESIGN.md on memory).
-pub fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
-}
-
-/// Runs the connection on `socket`, whose upgrade response has been written;
-/// `leftover` holds bytes read past the request head. Returns when the
-/// reader ends; the writer finishes on its own.
-pub(crate) async fn run(socket: TcpStream, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
-    let config = websocket_config(conn.max_message_bytes);
-    let ws =
-        WebSocketStream::from_partially_read(socket.clone(), leftover, Role::Server, Some(config))
-            .await;
-    let (sink, source) = ws.split();
+/// Runs the connection on `socket`, whose upgrade response (and welcome)
+/// has been written; `leftover` holds bytes read past the request head.
+/// Returns when the reader ends; the writer finishes on its own.
+pub(crate) async fn run(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
     let writer = writer::Writer {
-        sink,
-        socket,
-        outbound: conn.outbound,
+        socket: socket.clone(),
+        outbound: conn.outbound_rx,
         control: conn.control_rx,
         shutdown_grace: conn.shutdown_grace,
         done: conn.done,
     };
     spawner.spawn(writer.run());
 
+    let now = Instant::now();
     let mut reader = Reader {
+        socket,
         id: conn.id,
         encoding: conn.encoding,
         hub: conn.hub,
+        outbound: conn.outbound_tx,
         control: conn.control_tx,
-        limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, Instant::now()),
+        decoder: Decoder::new(conn.max_message_bytes),
+        pending: leftover,
+        limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
         pending_drops: 0,
-        drops_reported: Instant::now(),
-        alive_reported: Instant::now(),
+        drops_reported: now,
+        alive_reported: now,
     };
-    let ending = reader.read_loop(source).await;
+    let ending = reader.read_loop().await;
     if reader.pending_drops > 0 {
         reader.report_drops(false).await;
     }
-    reader
-        .hub
-        .leave(conn.id, ending.reason, ending.close_code)
-        .await;
+    let id = reader.id;
+    reader.hub.leave(id, ending.reason, ending.close_code).await;
 }
 
 /// How a connection ended, as its reader saw it.
@@ -123,11 +118,30 @@ impl Ending {
     }
 }
 
+/// What one read brought.
+enum Got {
+    /// Bytes arrived; complete messages (if any) are in the output.
+    Data,
+    /// Nothing to read now.
+    WouldBlock,
+    /// The peer closed the socket.
+    Eof,
+    /// The socket failed.
+    Failed,
+    /// The bytes broke RFC 6455.
+    Broken(Violation),
+}
+
 struct Reader {
+    socket: Socket,
     id: ConnId,
     encoding: Encoding,
     hub: HubClient,
+    outbound: Sender<Outbound>,
     control: Sender<CloseCode>,
+    decoder: Decoder,
+    /// Bytes of an incomplete frame; empty (and unallocated) between frames.
+    pending: Vec<u8>,
     limiter: RateLimiter,
     pending_drops: u64,
     drops_reported: Instant,
@@ -137,70 +151,142 @@ struct Reader {
 impl Reader {
     /// Reads until the peer closes or breaks the connection, or a limit
     /// closes it.
-    async fn read_loop(
-        &mut self,
-        mut source: async_tungstenite::WebSocketReceiver<TcpStream>,
-    ) -> Ending {
+    async fn read_loop(&mut self) -> Ending {
+        let mut messages = Vec::new();
+        // Bytes that came with the request head may hold whole frames.
+        if !self.pending.is_empty()
+            && let Err(v) = self.decode_pending(&mut messages)
+        {
+            return self.broken(v);
+        }
         loop {
-            let message = match source.next().await {
-                // The stream ends after a completed closing handshake.
-                None => return Ending::with(CloseCode::Normal),
-                Some(Ok(message)) => message,
-                Some(Err(e)) => return self.failed(e),
-            };
-            let now = Instant::now();
-            let (bytes, frame_ok) = match &message {
-                Message::Text(t) => (t.as_bytes(), self.encoding == Encoding::Json),
-                Message::Binary(b) => (&b[..], self.encoding == Encoding::MsgPack),
-                Message::Ping(_) | Message::Pong(_) => {
-                    if now.duration_since(self.alive_reported) >= ALIVE_EVERY {
-                        self.alive_reported = now;
-                        if self.hub.alive(self.id).await.is_err() {
-                            return Ending::with(CloseCode::GoingAway);
-                        }
-                    }
-                    continue;
-                }
-                Message::Close(frame) => {
-                    return Ending {
-                        reason: CloseCode::Normal.disconnect_reason(),
-                        close_code: Some(frame.as_ref().map_or(1005, |f| u16::from(f.code))),
-                    };
-                }
-                Message::Frame(_) => continue,
-            };
-            match self.limiter.check(now) {
-                // Drops not yet reported go with the next message let through,
-                // so the registry's count is current whenever the client is.
-                Verdict::Allow if self.pending_drops > 0 => self.report_drops(false).await,
-                Verdict::Allow => {}
-                Verdict::Drop { notify } => {
-                    self.pending_drops += 1;
-                    if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
-                        self.report_drops(notify).await;
-                    }
-                    continue;
-                }
-                Verdict::Abuse => {
-                    self.pending_drops += 1;
-                    self.report_drops(false).await;
-                    return self.close(CloseCode::Policy);
+            for message in messages.drain(..) {
+                if let Some(ending) = self.handle(message).await {
+                    return ending;
                 }
             }
-            let decoded = if frame_ok {
-                decode(bytes, self.encoding)
-            } else {
-                Err(unsupported_frame(self.encoding))
-            };
-            if self
-                .hub
-                .message(self.id, decoded, bytes.len())
-                .await
-                .is_err()
-            {
-                return Ending::with(CloseCode::GoingAway);
+            match self.read(&mut messages) {
+                // Let everyone else run between two reads of a busy client.
+                Got::Data => futures_lite::future::yield_now().await,
+                Got::WouldBlock => {
+                    if self.socket.readable().await.is_err() {
+                        return Ending::error();
+                    }
+                }
+                Got::Eof | Got::Failed => return Ending::error(),
+                Got::Broken(v) => return self.broken(v),
             }
         }
+    }
+
+    /// One non-blocking read into the stack, decoded into `messages`.
+    fn read(&mut self, messages: &mut Vec<Incoming>) -> Got {
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = loop {
+            match self.socket.get_ref().read(&mut chunk) {
+                Ok(0) => return Got::Eof,
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Got::WouldBlock,
+                Err(_) => return Got::Failed,
+            }
+        };
+        let result = if self.pending.is_empty() {
+            // The common case: whole frames straight from the stack.
+            match self.decoder.decode(&chunk[..n], messages) {
+                Ok(used) => {
+                    self.pending.extend_from_slice(&chunk[used..n]);
+                    Ok(())
+                }
+                Err(v) => Err(v),
+            }
+        } else {
+            self.pending.extend_from_slice(&chunk[..n]);
+            self.decode_pending(messages)
+        };
+        match result {
+            Ok(()) => Got::Data,
+            Err(v) => Got::Broken(v),
+        }
+    }
+
+    fn decode_pending(&mut self, messages: &mut Vec<Incoming>) -> Result<(), Violation> {
+        let used = self.decoder.decode(&self.pending, messages)?;
+        if used == self.pending.len() {
+            // Give the memory back: an idle connection keeps no buffer.
+            self.pending = Vec::new();
+        } else {
+            self.pending.drain(..used);
+            if let Some(need) = self.decoder.frame_len(&self.pending) {
+                self.pending
+                    .reserve(need.saturating_sub(self.pending.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one message; `Some` ends the connection.
+    async fn handle(&mut self, message: Incoming) -> Option<Ending> {
+        let now = Instant::now();
+        let (bytes, frame_ok) = match message {
+            Incoming::Text(bytes) => (bytes, self.encoding == Encoding::Json),
+            Incoming::Binary(bytes) => (bytes, self.encoding == Encoding::MsgPack),
+            Incoming::Ping(payload) => {
+                // The writer owns the socket's write side; a failed send
+                // means it is already closing.
+                let _ = self
+                    .outbound
+                    .try_send(Outbound::Message(frame::pong_frame(&payload)));
+                return self.alive(now).await;
+            }
+            Incoming::Pong => return self.alive(now).await,
+            Incoming::Close(code) => {
+                let _ = self
+                    .outbound
+                    .try_send(Outbound::Message(frame::close_frame(code, "")));
+                return Some(Ending {
+                    reason: CloseCode::Normal.disconnect_reason(),
+                    close_code: Some(code.unwrap_or(1005)),
+                });
+            }
+        };
+        match self.limiter.check(now) {
+            // Drops not yet reported go with the next message let through,
+            // so the registry's count is current whenever the client is.
+            Verdict::Allow if self.pending_drops > 0 => self.report_drops(false).await,
+            Verdict::Allow => {}
+            Verdict::Drop { notify } => {
+                self.pending_drops += 1;
+                if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
+                    self.report_drops(notify).await;
+                }
+                return None;
+            }
+            Verdict::Abuse => {
+                self.pending_drops += 1;
+                self.report_drops(false).await;
+                return Some(self.close(CloseCode::Policy));
+            }
+        }
+        let decoded = if frame_ok {
+            decode(&bytes, self.encoding)
+        } else {
+            Err(unsupported_frame(self.encoding))
+        };
+        match self.hub.message(self.id, decoded, bytes.len()).await {
+            Ok(()) => None,
+            Err(_) => Some(Ending::with(CloseCode::GoingAway)),
+        }
+    }
+
+    async fn alive(&mut self, now: Instant) -> Option<Ending> {
+        if now.duration_since(self.alive_reported) >= ALIVE_EVERY {
+            self.alive_reported = now;
+            if self.hub.alive(self.id).await.is_err() {
+                return Some(Ending::with(CloseCode::GoingAway));
+            }
+        }
+        None
     }
 
     async fn report_drops(&mut self, notify: bool) {
@@ -210,18 +296,13 @@ impl Reader {
         let _ = self.hub.dropped(self.id, count, notify).await;
     }
 
-    /// How a read error ends the connection, after asking the writer to
-    /// send the close code the error calls for.
-    fn failed(&mut self, error: WsError) -> Ending {
-        match error {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => self.close(CloseCode::TooBig),
-            WsError::Capacity(_) => self.close(CloseCode::TooBig),
-            WsError::Utf8(_) => self.close(CloseCode::InvalidPayload),
-            WsError::Protocol(p) if !matches!(p, async_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-                self.close(CloseCode::ProtocolError)
-            }
-            _ => Ending::error(),
-        }
+    /// Ends the connection for a framing violation, with its close code.
+    fn broken(&mut self, violation: Violation) -> Ending {
+        self.close(match violation {
+            Violation::Protocol(_) => CloseCode::ProtocolError,
+            Violation::InvalidUtf8 => CloseCode::InvalidPayload,
+            Violation::TooBig => CloseCode::TooBig,
+        })
     }
 
     fn close(&mut self, code: CloseCode) -> Ending {

@@ -11,12 +11,12 @@ mod upgrade;
 pub use request::{HeadError, parse_head, percent_decode};
 use response::Response;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::AsyncWriteExt;
-use smol::net::TcpStream;
+use smol::Async;
 
 use crate::config::Config;
 use crate::executor::Spawner;
@@ -34,17 +34,16 @@ pub(crate) struct Context {
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.
-pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Context>) {
+pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Context>) {
     let mut buf = Vec::new();
+    let mut io = &stream;
     loop {
         let deadline = Instant::now() + ctx.config.handshake_timeout;
-        let request = match request::read_head(&mut stream, &mut buf, deadline).await {
+        let request = match request::read_head(&mut io, &mut buf, deadline).await {
             Ok(request) => request,
             Err(HeadError::Malformed(message)) => {
                 let response = Response::error(400, ErrorCode::BadRequest, message);
-                let _ = stream
-                    .write_all(&response.to_bytes(&new_uuid(), false))
-                    .await;
+                let _ = io.write_all(&response.to_bytes(&new_uuid(), false)).await;
                 return;
             }
             Err(error) => {
@@ -70,7 +69,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Conte
             let response =
                 Response::error(503, ErrorCode::ShuttingDown, "the hub is shutting down")
                     .with_header("Retry-After", "1");
-            let _ = stream
+            let _ = io
                 .write_all(&response.to_bytes(&correlation_id, false))
                 .await;
             return;
@@ -82,7 +81,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Conte
         }
 
         let (mut response, in_sync) =
-            routes::respond(&mut stream, &mut buf, peer, &request, &correlation_id, &ctx).await;
+            routes::respond(&mut io, &mut buf, peer, &request, &correlation_id, &ctx).await;
         response
             .headers
             .extend(access::cors_headers(&request, &ctx.config));
@@ -96,8 +95,8 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Conte
             .field("ip", peer.ip())
             .emit();
         let bytes = response.to_bytes(&correlation_id, keep_alive);
-        if stream.write_all(&bytes).await.is_err() || !keep_alive {
-            let _ = stream.close().await;
+        if io.write_all(&bytes).await.is_err() || !keep_alive {
+            let _ = io.close().await;
             return;
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use smol::net::TcpStream;
+use smol::Async;
 
 use super::Context;
 use super::access::{check_privileged, preflight};
@@ -88,7 +88,7 @@ impl Route {
 /// Answers one request; the flag says whether the connection is still in
 /// step (its body was read) and may serve another request.
 pub(super) async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut &Async<std::net::TcpStream>,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     request: &Request,
@@ -217,7 +217,7 @@ async fn handle(
 /// Reads the request's body (empty without `Content-Length`). An error
 /// response means the connection can no longer be kept in step.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut &Async<std::net::TcpStream>,
     buf: &mut Vec<u8>,
     request: &Request,
     ctx: &Context,

@@ -2,12 +2,13 @@
 //! request (method, headers, key, version, subprotocol, Origin, token,
 //! rooms), asking the hub to admit it, and answering 101 or a JSON refusal.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine as _;
 use futures_lite::AsyncWriteExt;
-use smol::net::TcpStream;
+use smol::Async;
 
 use super::Context;
 use super::access::{bearer, request_origin_allowed};
@@ -32,7 +33,7 @@ struct Accepted {
 /// Answers an upgrade request on `stream`; on success runs the connection
 /// until its reader ends.
 pub(crate) async fn upgrade(
-    mut stream: TcpStream,
+    stream: Async<TcpStream>,
     peer: SocketAddr,
     request: Request,
     leftover: Vec<u8>,
@@ -43,11 +44,12 @@ pub(crate) async fn upgrade(
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
-            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
+    let outbound_tx_reader = outbound_tx.clone();
     let (control_tx, control_rx) = async_channel::bounded(1);
     let join = JoinRequest {
         peer,
@@ -63,7 +65,7 @@ pub(crate) async fn upgrade(
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
         Err(_) => {
@@ -71,7 +73,7 @@ pub(crate) async fn upgrade(
                 retry_after: Some(1),
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             };
-            refuse(&mut stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
@@ -87,7 +89,11 @@ pub(crate) async fn upgrade(
         ));
     }
     head.push_str("\r\n");
-    if stream.write_all(head.as_bytes()).await.is_err() {
+    // The 101 and the welcome go out together: one write, and the welcome
+    // is first whatever the writer finds queued later.
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(joined.welcome.wire());
+    if (&stream).write_all(&bytes).await.is_err() {
         ctx.hub.leave(joined.id, "error", None).await;
         return;
     }
@@ -95,7 +101,8 @@ pub(crate) async fn upgrade(
         id: joined.id,
         encoding: accepted.encoding,
         hub: ctx.hub.clone(),
-        outbound: outbound_rx,
+        outbound_rx,
+        outbound_tx: outbound_tx_reader,
         control_rx,
         control_tx,
         max_message_bytes: ctx.config.max_message_bytes,
@@ -104,11 +111,11 @@ pub(crate) async fn upgrade(
         shutdown_grace: ctx.config.shutdown_grace,
         done: joined.live,
     };
-    connection::run(stream, leftover, upgraded, &ctx.spawner).await;
+    connection::run(Arc::new(stream), leftover, upgraded, &ctx.spawner).await;
 }
 
 async fn refuse(
-    stream: &mut TcpStream,
+    stream: &Async<TcpStream>,
     peer: SocketAddr,
     refusal: &Refusal,
     correlation_id: &str,
@@ -130,10 +137,11 @@ async fn refuse(
         response = response.with_header("Sec-WebSocket-Version", "13");
     }
     // The peer may already be gone; there is nothing more to tell it.
-    let _ = stream
+    let mut io = stream;
+    let _ = io
         .write_all(&response.to_bytes(correlation_id, false))
         .await;
-    let _ = stream.close().await;
+    let _ = io.close().await;
 }
 
 fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {

@@ -11,7 +11,8 @@ use super::conn::{ConnId, ConnectionInfo, Outbound};
 use super::health::{HealthReport, Status};
 use crate::auth::Claims;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Published,
+    ClientMessage, CloseCode, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish,
+    Published,
 };
 
 /// A WebSocket upgrade asking to become a connection.
@@ -45,6 +46,8 @@ pub(crate) struct Joined {
     /// Held by the writer until the socket is finished; the server waits
     /// for every one of these at shutdown.
     pub live: Sender<()>,
+    /// The `welcome` frame, written with the upgrade response.
+    pub welcome: Encoded,
 }
 
 /// Why an upgrade was refused: the HTTP status and the error.

@@ -258,7 +258,9 @@ impl Hub {
         });
         let ts = timestamp_now();
         let env = Envelope::message("welcome", welcome, Some(&request.correlation_id), &ts, None);
-        conn.push(Outbound::Message(encode(&env, conn.encoding)), usize::MAX);
+        let welcome = encode(&env, conn.encoding);
+        conn.messages_out += 1;
+        conn.bytes_out += welcome.len() as u64;
         for room in &request.rooms {
             self.rooms
                 .entry(room.clone())
@@ -285,6 +287,7 @@ impl Hub {
         Ok(Joined {
             id,
             live: self.live.clone(),
+            welcome,
         })
     }
 

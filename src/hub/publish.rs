@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
 
@@ -261,7 +260,7 @@ fn deliver(
     delivered
 }
 
-/// An event's JSON, encoded once for every recipient and the history.
+/// An event's JSON frame, encoded once for every recipient and the history.
 fn event_json<P: Serialize>(
     kind: &str,
     payload: &P,
@@ -270,14 +269,12 @@ fn event_json<P: Serialize>(
     id: &str,
     room: Option<&str>,
     seq: Option<u64>,
-) -> Bytes {
+) -> Encoded {
     let env = Envelope {
         id: Some(id),
         room: Some(room),
         seq,
         ..Envelope::message(kind, payload, Some(correlation_id), timestamp, None)
     };
-    match encode(&env, Encoding::Json) {
-        Encoded::Text(bytes) | Encoded::Binary(bytes) => bytes,
-    }
+    encode(&env, Encoding::Json)
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::ConnId;
@@ -14,13 +13,13 @@ use crate::protocol::{Encoded, Encoding};
 pub(crate) struct EventRecord {
     /// The room's seq, if it went to a room.
     pub seq: Option<u64>,
-    json: Bytes,
-    msgpack: Option<Bytes>,
+    json: Encoded,
+    msgpack: Option<Encoded>,
 }
 
 impl EventRecord {
     /// A record around an event already encoded as JSON.
-    pub fn new(seq: Option<u64>, json: Bytes) -> Self {
+    pub fn new(seq: Option<u64>, json: Encoded) -> Self {
         Self {
             seq,
             json,
@@ -37,17 +36,16 @@ impl EventRecord {
     /// first time a MessagePack member needs it, then shared.
     pub fn encoded(&mut self, encoding: Encoding) -> Encoded {
         match encoding {
-            Encoding::Json => Encoded::Text(self.json.clone()),
+            Encoding::Json => self.json.clone(),
             Encoding::MsgPack => {
                 let json = &self.json;
-                let bytes = self.msgpack.get_or_insert_with(|| {
-                    let value: Value =
-                        serde_json::from_slice(json).expect("the hub's own JSON parses");
-                    match crate::protocol::encode(&value, Encoding::MsgPack) {
-                        Encoded::Binary(b) | Encoded::Text(b) => b,
-                    }
-                });
-                Encoded::Binary(bytes.clone())
+                self.msgpack
+                    .get_or_insert_with(|| {
+                        let value: Value = serde_json::from_slice(json.payload())
+                            .expect("the hub's own JSON parses");
+                        crate::protocol::encode(&value, Encoding::MsgPack)
+                    })
+                    .clone()
             }
         }
     }
@@ -131,7 +129,10 @@ mod tests {
         for _ in 0..n {
             let seq = room.next_seq();
             room.remember(
-                EventRecord::new(Some(seq), format!("{{\"seq\":{seq}}}").into()),
+                EventRecord::new(
+                    Some(seq),
+                    crate::protocol::encode(&serde_json::json!({"seq": seq}), Encoding::Json),
+                ),
                 capacity,
             );
         }
@@ -166,15 +167,17 @@ mod tests {
 
     #[test]
     fn msgpack_is_transcoded_once_from_json() {
-        let mut e = EventRecord::new(Some(1), Bytes::from_static(b"{\"type\":\"t\",\"n\":1}"));
-        let Encoded::Binary(first) = e.encoded(Encoding::MsgPack) else {
-            panic!()
-        };
-        let Encoded::Binary(second) = e.encoded(Encoding::MsgPack) else {
-            panic!()
-        };
-        assert_eq!(first.as_ptr(), second.as_ptr(), "shared, not re-encoded");
-        let v: Value = rmp_serde::from_slice(&first).unwrap();
+        let json = crate::protocol::encode(&serde_json::json!({"type":"t","n":1}), Encoding::Json);
+        let mut e = EventRecord::new(Some(1), json);
+        let first = e.encoded(Encoding::MsgPack);
+        let second = e.encoded(Encoding::MsgPack);
+        assert!(first.is_binary());
+        assert_eq!(
+            first.wire().as_ptr(),
+            second.wire().as_ptr(),
+            "shared, not re-encoded"
+        );
+        let v: Value = rmp_serde::from_slice(first.payload()).unwrap();
         assert_eq!(v, serde_json::json!({"type":"t","n":1}));
     }
 }

@@ -11,7 +11,7 @@ mod time;
 
 pub use client::{ClientMessage, DecodeError, Request, Subscribe, decode};
 pub use publish::{Publish, Published, Target};
-pub use server::{Encoded, Encoding, Envelope, encode};
+pub use server::{Encoded, Encoding, Envelope, encode, opcode};
 pub use time::{Timestamp, timestamp_now};
 
 use std::fmt;

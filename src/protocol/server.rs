@@ -81,21 +81,92 @@ impl<'a, P: Serialize> Envelope<'a, P> {
     }
 }
 
-/// A message ready for the wire: one buffer shared by every recipient.
+/// A message ready for the wire: a complete WebSocket frame (header and
+/// payload), built once and shared by every recipient, so writing it to a
+/// socket is one more slice in a vectored write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encoded {
-    /// A text frame's payload (`wshub.json`), valid UTF-8.
-    Text(Bytes),
-    /// A binary frame's payload (`wshub.msgpack`).
-    Binary(Bytes),
+pub struct Encoded {
+    frame: Bytes,
+    header_len: u8,
+}
+
+/// Room before a payload for the longest frame header (2 + 8 bytes).
+const MAX_HEADER: usize = 10;
+
+/// WebSocket opcodes of the frames the hub sends.
+pub mod opcode {
+    /// A text frame.
+    pub const TEXT: u8 = 0x1;
+    /// A binary frame.
+    pub const BINARY: u8 = 0x2;
+    /// A close frame.
+    pub const CLOSE: u8 = 0x8;
+    /// A ping frame.
+    pub const PING: u8 = 0x9;
+    /// A pong frame.
+    pub const PONG: u8 = 0xA;
 }
 
 impl Encoded {
+    /// A single, unmasked, final frame of `opcode` around `payload`.
+    pub fn frame(opcode: u8, payload: &[u8]) -> Self {
+        let mut buf = vec![0; MAX_HEADER];
+        buf.extend_from_slice(payload);
+        Self::seal(opcode, buf)
+    }
+
+    /// Finishes a frame whose payload follows [`MAX_HEADER`] reserved bytes.
+    fn seal(opcode: u8, mut buf: Vec<u8>) -> Self {
+        let len = buf.len() - MAX_HEADER;
+        let mut header = [0u8; MAX_HEADER];
+        header[0] = 0x80 | opcode;
+        let header_len = match len {
+            0..=125 => {
+                header[1] = len as u8;
+                2
+            }
+            126..=0xFFFF => {
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+                10
+            }
+        };
+        let start = MAX_HEADER - header_len;
+        buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
+        Self {
+            frame: Bytes::from(buf).slice(start..),
+            header_len: header_len as u8,
+        }
+    }
+
+    /// The whole frame, as written to the socket.
+    pub fn wire(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The message without the frame header.
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[usize::from(self.header_len)..]
+    }
+
+    /// Whether this is a binary frame (`wshub.msgpack`).
+    pub fn is_binary(&self) -> bool {
+        self.frame[0] & 0x0F == opcode::BINARY
+    }
+
+    /// Whether this is a close frame.
+    pub fn is_close(&self) -> bool {
+        self.frame[0] & 0x0F == opcode::CLOSE
+    }
+
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
-        match self {
-            Self::Text(b) | Self::Binary(b) => b.len(),
-        }
+        self.frame.len() - usize::from(self.header_len)
     }
 
     /// Whether the payload is empty.
@@ -104,21 +175,22 @@ impl Encoded {
     }
 }
 
-/// Serialises `message` once in `encoding`.
+/// Serialises `message` once in `encoding`, as a ready frame.
 pub fn encode<T: Serialize + ?Sized>(message: &T, encoding: Encoding) -> Encoded {
+    let mut buf = Vec::with_capacity(256);
+    buf.resize(MAX_HEADER, 0);
     // Our envelopes hold only string-keyed maps and JSON values, which both
     // serialisers accept; failing here would be a bug in this module.
     match encoding {
-        Encoding::Json => Encoded::Text(
-            serde_json::to_vec(message)
-                .expect("hub messages serialise to JSON")
-                .into(),
-        ),
-        Encoding::MsgPack => Encoded::Binary(
-            rmp_serde::to_vec_named(message)
-                .expect("hub messages serialise to MessagePack")
-                .into(),
-        ),
+        Encoding::Json => {
+            serde_json::to_writer(&mut buf, message).expect("hub messages serialise to JSON");
+            Encoded::seal(opcode::TEXT, buf)
+        }
+        Encoding::MsgPack => {
+            rmp_serde::encode::write_named(&mut buf, message)
+                .expect("hub messages serialise to MessagePack");
+            Encoded::seal(opcode::BINARY, buf)
+        }
     }
 }
 
@@ -130,10 +202,9 @@ mod tests {
     #[test]
     fn messages_have_the_four_common_fields_and_ref() {
         let env = Envelope::message("pong", json!({}), Some("c"), "t", Some("r"));
-        let Encoded::Text(bytes) = encode(&env, Encoding::Json) else {
-            panic!()
-        };
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let encoded = encode(&env, Encoding::Json);
+        assert!(!encoded.is_binary());
+        let v: Value = serde_json::from_slice(encoded.payload()).unwrap();
         assert_eq!(
             v,
             json!({"type":"pong","payload":{},"correlation_id":"c","timestamp":"t","ref":"r"})
@@ -147,10 +218,7 @@ mod tests {
             room: Some(None),
             ..Envelope::message("alert", json!({"x":1}), Some("c"), "t", None)
         };
-        let Encoded::Text(bytes) = encode(&env, Encoding::Json) else {
-            panic!()
-        };
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let v: Value = serde_json::from_slice(encode(&env, Encoding::Json).payload()).unwrap();
         assert_eq!(v["room"], Value::Null);
         assert!(v.get("seq").is_none());
         assert!(v.get("ref").is_none());
@@ -159,14 +227,42 @@ mod tests {
     #[test]
     fn msgpack_uses_the_same_field_names() {
         let env = Envelope::message("heartbeat", json!({}), None, "t", None);
-        let Encoded::Binary(bytes) = encode(&env, Encoding::MsgPack) else {
-            panic!()
-        };
-        let v: Value = rmp_serde::from_slice(&bytes).unwrap();
+        let encoded = encode(&env, Encoding::MsgPack);
+        assert!(encoded.is_binary());
+        let v: Value = rmp_serde::from_slice(encoded.payload()).unwrap();
         assert_eq!(
             v,
             json!({"type":"heartbeat","payload":{},"correlation_id":null,"timestamp":"t"})
         );
+    }
+
+    #[test]
+    fn frames_have_minimal_headers() {
+        let hello = Encoded::frame(opcode::TEXT, b"Hello");
+        assert_eq!(&hello.wire()[..], [0x81, 5, b'H', b'e', b'l', b'l', b'o']);
+        assert_eq!(hello.payload(), b"Hello");
+        let mid = Encoded::frame(opcode::BINARY, &[0; 200]);
+        assert_eq!(&mid.wire()[..4], [0x82, 126, 0, 200]);
+        assert_eq!(mid.len(), 200);
+        let big = Encoded::frame(opcode::BINARY, &vec![0; 70_000]);
+        assert_eq!(&big.wire()[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert!(Encoded::frame(opcode::CLOSE, &[3, 232]).is_close());
+        for n in [0, 125, 126, 65_535, 65_536] {
+            let value = "x".repeat(n);
+            let e = encode(&value, Encoding::Json);
+            assert_eq!(e.payload().len(), n + 2);
+            assert_eq!(
+                e.wire().len(),
+                e.payload().len()
+                    + if n + 2 < 126 {
+                        2
+                    } else if n + 2 < 65_536 {
+                        4
+                    } else {
+                        10
+                    }
+            );
+        }
     }
 
     #[test]

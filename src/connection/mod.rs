@@ -306,7 +306,9 @@ impl Reader {
     }
 
     fn close(&mut self, code: CloseCode) -> Ending {
-        // A full control channel already holds a close from the hub.
+        // As the hub does it: queued, and on the control channel to
+        // interrupt a stuck write. Failures mean a close is already under way.
+        let _ = self.outbound.try_send(Outbound::Close(code));
         let _ = self.control.try_send(code);
         Ending::with(code)
     }

@@ -1,17 +1,20 @@
 //! The writer task: drains the outbound queue, writing every queued frame
-//! with one vectored write, and performs the close the hub or the reader
-//! asks for on the control channel.
+//! with one `send` (or `sendmsg` for several), and performs the close the
+//! hub or the reader queued. Idle, it waits on the queue alone; only a
+//! write the peer is not taking also listens to the control channel, so a
+//! close can interrupt it.
 
 use std::io::{ErrorKind, IoSlice, Write};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
+use socket2::SockRef;
 
 use super::Socket;
 use super::frame::{PING_FRAME, close_frame};
 use crate::hub::Outbound;
-use crate::protocol::{CloseCode, Encoded};
+use crate::protocol::CloseCode;
 
 /// Frames gathered into one write at most; also keeps one busy connection
 /// from holding the executor.
@@ -28,21 +31,16 @@ pub(super) struct Writer {
     pub done: Sender<()>,
 }
 
-/// What woke the writer.
-enum Wake {
-    Item(Outbound),
-    Close(CloseCode),
-    /// Both the hub and the reader have let go of the connection.
-    Finished,
-}
-
 /// How a batch went.
 enum Sent {
     All,
-    /// A close frame (the echo of the client's Close) went out.
-    Closed,
+    /// The batch ended with a close frame (the echo of the client's Close).
+    Echoed,
+    /// The batch ended with a close request.
+    Close(CloseCode),
     Failed,
-    /// A close was asked for mid-write; `partial` if a frame was cut short.
+    /// A close was asked for while the peer was not taking a write;
+    /// `partial` if a frame was cut short.
     Interrupted {
         code: CloseCode,
         partial: bool,
@@ -51,31 +49,14 @@ enum Sent {
 
 impl Writer {
     pub(super) async fn run(self) {
-        let control = &self.control;
-        loop {
-            // The control channel is polled first: a close jumps the queue.
-            let wake = async {
-                match control.recv().await {
-                    Ok(code) => Wake::Close(code),
-                    Err(_) => Wake::Finished,
-                }
-            }
-            .or(async {
-                match self.outbound.recv().await {
-                    Ok(item) => Wake::Item(item),
-                    Err(_) => Wake::Finished,
-                }
-            })
-            .await;
-            match wake {
-                Wake::Item(first) => match self.write_batch(first, true).await {
-                    Sent::All => continue,
-                    Sent::Closed => self.linger(CLOSE_TIMEOUT).await,
-                    Sent::Failed => {}
-                    Sent::Interrupted { code, partial } => self.close_with(code, !partial).await,
-                },
-                Wake::Close(code) => self.close_with(code, true).await,
-                Wake::Finished => self.flush_rest().await,
+        // The queue closes once the hub and the reader have both let go.
+        while let Ok(first) = self.outbound.recv().await {
+            match self.write_batch(first).await {
+                Sent::All => continue,
+                Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
+                Sent::Close(code) => self.close_with(code, true).await,
+                Sent::Interrupted { code, partial } => self.close_with(code, !partial).await,
+                Sent::Failed => {}
             }
             break;
         }
@@ -85,89 +66,81 @@ impl Writer {
         drop(self.done);
     }
 
-    /// The hub and the reader have let go: write what they queued last (the
-    /// echo of a client's Close, typically), within [`CLOSE_TIMEOUT`].
-    async fn flush_rest(&self) {
-        async {
-            while let Ok(item) = self.outbound.try_recv() {
-                if !matches!(self.write_batch(item, false).await, Sent::All) {
-                    break;
-                }
-            }
-        }
-        .or(async {
-            smol::Timer::after(CLOSE_TIMEOUT).await;
-        })
-        .await;
-    }
-
     /// Writes `first` and whatever else is queued, in as few writes as the
-    /// socket allows; when `interruptible`, a close asked for meanwhile
-    /// stops it.
-    async fn write_batch(&self, first: Outbound, interruptible: bool) -> Sent {
-        let mut closing = frame_is_close(&first);
+    /// socket allows, up to a close request.
+    async fn write_batch(&self, first: Outbound) -> Sent {
         let mut items = vec![first];
-        while !closing && items.len() < MAX_BATCH {
+        while !ends_batch(&items[items.len() - 1]) && items.len() < MAX_BATCH {
             match self.outbound.try_recv() {
-                Ok(item) => {
-                    closing = frame_is_close(&item);
-                    items.push(item);
-                }
+                Ok(item) => items.push(item),
                 Err(_) => break,
             }
         }
-        let frames: Vec<&[u8]> = items.iter().map(wire).collect();
+        let last = match items.last() {
+            Some(Outbound::Close(code)) => Some(Sent::Close(*code)),
+            Some(Outbound::Message(m)) if m.is_close() => Some(Sent::Echoed),
+            _ => None,
+        };
+        let frames: Vec<&[u8]> = items.iter().filter_map(wire).collect();
         let (mut index, mut offset) = (0, 0);
         while index < frames.len() {
-            let write = self.write_some(&frames[index..], offset);
-            let wrote = if interruptible {
-                async { Ok(write.await) }
-                    .or(async { Err(self.control.recv().await) })
-                    .await
-            } else {
-                Ok(write.await)
-            };
-            let n = match wrote {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(_) => return Sent::Failed,
-                Err(Ok(code)) => {
-                    return Sent::Interrupted {
-                        code,
-                        partial: offset > 0,
-                    };
-                }
-                // The reader and the hub let go mid-write: the peer may
-                // still be reading, so finish without racing the channel.
-                Err(Err(_)) => match self.write_some(&frames[index..], offset).await {
-                    Ok(n) if n > 0 => n,
-                    _ => return Sent::Failed,
-                },
-            };
-            (index, offset) = advance(&frames, index, offset, n);
-        }
-        if closing { Sent::Closed } else { Sent::All }
-    }
-
-    /// One vectored write of `frames` (the first from `offset` on), waiting
-    /// for the socket to accept at least a byte.
-    async fn write_some(&self, frames: &[&[u8]], offset: usize) -> std::io::Result<usize> {
-        self.socket
-            .write_with(|stream| {
-                let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-                let mut count = 0;
-                for (i, frame) in frames.iter().enumerate().take(MAX_BATCH) {
-                    slices[i] = IoSlice::new(if i == 0 { &frame[offset..] } else { frame });
-                    count += 1;
-                }
-                let mut stream = stream;
-                loop {
-                    match stream.write_vectored(&slices[..count]) {
-                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                        other => return other,
+            let n = match self.write_now(&frames[index..], offset) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The peer is not keeping up: wait for room, unless a
+                    // close is asked for meanwhile.
+                    let ready = async { Ok(self.socket.writable().await) }
+                        .or(async { Err(self.control.recv().await) })
+                        .await;
+                    match ready {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => return Sent::Failed,
+                        Err(Ok(code)) => {
+                            return Sent::Interrupted {
+                                code,
+                                partial: offset > 0,
+                            };
+                        }
+                        // Nobody can ask for a close any more; just wait.
+                        Err(Err(_)) => match self.socket.writable().await {
+                            Ok(()) => continue,
+                            Err(_) => return Sent::Failed,
+                        },
                     }
                 }
-            })
-            .await
+                Err(_) => return Sent::Failed,
+            };
+            if n == 0 {
+                return Sent::Failed;
+            }
+            (index, offset) = advance(&frames, index, offset, n);
+        }
+        last.unwrap_or(Sent::All)
+    }
+
+    /// One non-blocking write of `frames` (the first from `offset` on).
+    fn write_now(&self, frames: &[&[u8]], offset: usize) -> std::io::Result<usize> {
+        loop {
+            let result = if frames.len() == 1 {
+                // std's TcpStream write is send(MSG_NOSIGNAL).
+                self.socket.get_ref().write(&frames[0][offset..])
+            } else {
+                let slices: Vec<IoSlice<'_>> = frames
+                    .iter()
+                    .take(MAX_BATCH)
+                    .enumerate()
+                    .map(|(i, f)| IoSlice::new(if i == 0 { &f[offset..] } else { f }))
+                    .collect();
+                // sendmsg rather than writev: no SIGPIPE for a program that
+                // embeds the hub without ignoring it.
+                SockRef::from(self.socket.get_ref())
+                    .send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+            };
+            match result {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     /// Sends a close frame with `code` (unless a frame was cut short, which
@@ -181,13 +154,27 @@ impl Writer {
         if send_frame {
             let frame = close_frame(Some(code.code()), code.reason());
             let bytes: &[u8] = frame.wire();
-            let sent =
-                async { matches!(self.write_some(&[bytes], 0).await, Ok(n) if n == bytes.len()) }
-                    .or(async {
-                        smol::Timer::after(wait).await;
-                        false
-                    })
-                    .await;
+            let sent = async {
+                let mut offset = 0;
+                while offset < bytes.len() {
+                    match self.write_now(&[bytes], offset) {
+                        Ok(0) => return false,
+                        Ok(n) => offset += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            if self.socket.writable().await.is_err() {
+                                return false;
+                            }
+                        }
+                        Err(_) => return false,
+                    }
+                }
+                true
+            }
+            .or(async {
+                smol::Timer::after(wait).await;
+                false
+            })
+            .await;
             if !sent {
                 return;
             }
@@ -195,11 +182,11 @@ impl Writer {
         self.linger(wait).await;
     }
 
-    /// Waits (at most `wait`) for the reader to see the peer's reply and end:
-    /// the control channel closes once the reader and the hub let go.
+    /// Waits (at most `wait`) for the reader to see the peer's reply and
+    /// end: the queue closes once the reader and the hub let go of it.
     async fn linger(&self, wait: Duration) {
-        let control = &self.control;
-        async { while control.recv().await.is_ok() {} }
+        let outbound = &self.outbound;
+        async { while outbound.recv().await.is_ok() {} }
             .or(async {
                 smol::Timer::after(wait).await;
             })
@@ -207,16 +194,22 @@ impl Writer {
     }
 }
 
-/// The bytes of one queued item.
-fn wire(item: &Outbound) -> &[u8] {
+/// The bytes of one queued item; a close request has none.
+fn wire(item: &Outbound) -> Option<&[u8]> {
     match item {
-        Outbound::Message(encoded) => encoded.wire(),
-        Outbound::Ping => &PING_FRAME,
+        Outbound::Message(encoded) => Some(encoded.wire()),
+        Outbound::Ping => Some(&PING_FRAME),
+        Outbound::Close(_) => None,
     }
 }
 
-fn frame_is_close(item: &Outbound) -> bool {
-    matches!(item, Outbound::Message(e) if Encoded::is_close(e))
+/// Whether nothing may be written after `item`.
+fn ends_batch(item: &Outbound) -> bool {
+    match item {
+        Outbound::Message(m) => m.is_close(),
+        Outbound::Ping => false,
+        Outbound::Close(_) => true,
+    }
 }
 
 /// The position after `n` more bytes of `frames` were written from

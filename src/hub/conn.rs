@@ -48,6 +48,10 @@ pub enum Outbound {
     Message(Encoded),
     /// A protocol Ping frame.
     Ping,
+    /// Close with this code after what is queued before it. The same code
+    /// also goes on the control channel, which interrupts a write that the
+    /// peer is not taking.
+    Close(CloseCode),
 }
 
 /// The hub's record of one open connection.
@@ -93,6 +97,14 @@ impl Conn {
         // reader's `Leave` is on its way and the message is moot.
         let _ = self.outbound.try_send(item);
         true
+    }
+
+    /// Asks the writer to close the connection with `code`.
+    pub fn close(&self, code: CloseCode) {
+        // Unbounded: cannot be full; closed means the writer is gone already.
+        let _ = self.outbound.try_send(Outbound::Close(code));
+        // Holds one close; a second one for the same connection is moot.
+        let _ = self.control.try_send(code);
     }
 
     /// The registry view of this connection.

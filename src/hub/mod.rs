@@ -369,9 +369,7 @@ impl Hub {
     /// Forgets a connection and asks its writer to close with `code`.
     fn close(&mut self, id: ConnId, code: CloseCode) {
         if let Some(conn) = self.remove(id, code.disconnect_reason(), Some(code.code())) {
-            // The control channel holds one close; a second close for the
-            // same connection (the reader's own) is redundant.
-            let _ = conn.control.try_send(code);
+            conn.close(code);
         }
     }
 

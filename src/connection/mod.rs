@@ -10,21 +10,24 @@
 //! the writer writes frames the hub encoded once for every recipient.
 
 mod frame;
+mod outlet;
 mod rate;
 mod writer;
 
+pub use outlet::{Outbound, Outlet};
 pub use rate::{RateLimiter, Verdict};
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use smol::Async;
 
 use crate::executor::Spawner;
-use crate::hub::{ConnId, HubClient, Outbound};
+use crate::hub::{ConnId, HubClient};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use frame::{Decoder, Incoming, Violation};
 
@@ -39,17 +42,48 @@ const ALIVE_EVERY: Duration = Duration::from_millis(50);
 /// Rate-limit drops are reported to the hub at most this often.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
+/// The queues between the hub, the reader and the writer of one
+/// connection, as the tasks keep them (the hub keeps the [`Outlet`]).
+#[derive(Debug)]
+pub(crate) struct Pipes {
+    outbound_rx: Receiver<Outbound>,
+    /// The reader's way to send Pongs and the echo of a client's Close.
+    outbound_tx: Sender<Outbound>,
+    control_rx: Receiver<CloseCode>,
+    control_tx: Sender<CloseCode>,
+    writing: Arc<AtomicBool>,
+}
+
+/// The hub's outlet to a new connection on `socket`, and the rest of its pipes.
+pub(crate) fn pipes(socket: &Socket) -> (Outlet, Pipes) {
+    let (outbound_tx, outbound_rx) = async_channel::unbounded();
+    let (control_tx, control_rx) = async_channel::bounded(1);
+    // Until the writer starts, the upgrade response is not written yet:
+    // nothing may be written around it.
+    let writing = Arc::new(AtomicBool::new(true));
+    let outlet = Outlet::new(
+        socket.clone(),
+        outbound_tx.clone(),
+        control_tx.clone(),
+        writing.clone(),
+    );
+    let pipes = Pipes {
+        outbound_rx,
+        outbound_tx,
+        control_rx,
+        control_tx,
+        writing,
+    };
+    (outlet, pipes)
+}
+
 /// Everything an accepted upgrade needs to become a running connection.
 #[derive(Debug)]
 pub(crate) struct Upgraded {
     pub id: ConnId,
     pub encoding: Encoding,
     pub hub: HubClient,
-    pub outbound_rx: Receiver<Outbound>,
-    /// The reader's way to send Pongs and the echo of a client's Close.
-    pub outbound_tx: Sender<Outbound>,
-    pub control_rx: Receiver<CloseCode>,
-    pub control_tx: Sender<CloseCode>,
+    pub pipes: Pipes,
     pub max_message_bytes: usize,
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
@@ -58,27 +92,28 @@ pub(crate) struct Upgraded {
     pub done: Sender<()>,
 }
 
-/// Runs the connection on `socket`, whose upgrade response (and welcome)
-/// has been written; `leftover` holds bytes read past the request head.
-/// Returns when the reader ends; the writer finishes on its own.
-pub(crate) async fn run(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
+/// Starts the connection's reader and writer tasks on `socket`, whose
+/// upgrade response (and welcome) has been written; `leftover` holds bytes
+/// read past the request head. Each task is spawned on its own, so neither
+/// carries the state of the HTTP exchange that led here.
+pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
+    let pipes = conn.pipes;
     let writer = writer::Writer {
         socket: socket.clone(),
-        outbound: conn.outbound_rx,
-        control: conn.control_rx,
+        outbound: pipes.outbound_rx,
+        control: pipes.control_rx,
+        writing: pipes.writing,
         shutdown_grace: conn.shutdown_grace,
         done: conn.done,
     };
-    spawner.spawn(writer.run());
-
     let now = Instant::now();
-    let mut reader = Reader {
+    let reader = Reader {
         socket,
         id: conn.id,
         encoding: conn.encoding,
         hub: conn.hub,
-        outbound: conn.outbound_tx,
-        control: conn.control_tx,
+        outbound: pipes.outbound_tx,
+        control: pipes.control_tx,
         decoder: Decoder::new(conn.max_message_bytes),
         pending: leftover,
         limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
@@ -86,12 +121,8 @@ pub(crate) async fn run(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawn
         drops_reported: now,
         alive_reported: now,
     };
-    let ending = reader.read_loop().await;
-    if reader.pending_drops > 0 {
-        reader.report_drops(false).await;
-    }
-    let id = reader.id;
-    reader.hub.leave(id, ending.reason, ending.close_code).await;
+    spawner.spawn(writer.run());
+    spawner.spawn(reader.run());
 }
 
 /// How a connection ended, as its reader saw it.
@@ -149,6 +180,17 @@ struct Reader {
 }
 
 impl Reader {
+    /// Reads until the connection ends, then tells the hub.
+    async fn run(mut self) {
+        let ending = self.read_loop().await;
+        if self.pending_drops > 0 {
+            self.report_drops(false).await;
+        }
+        self.hub
+            .leave(self.id, ending.reason, ending.close_code)
+            .await;
+    }
+
     /// Reads until the peer closes or breaks the connection, or a limit
     /// closes it.
     async fn read_loop(&mut self) -> Ending {

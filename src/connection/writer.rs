@@ -5,15 +5,16 @@
 //! close can interrupt it.
 
 use std::io::{ErrorKind, IoSlice, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use socket2::SockRef;
 
-use super::Socket;
 use super::frame::{PING_FRAME, close_frame};
-use crate::hub::Outbound;
+use super::{Outbound, Socket};
 use crate::protocol::CloseCode;
 
 /// Frames gathered into one write at most; also keeps one busy connection
@@ -27,6 +28,9 @@ pub(super) struct Writer {
     pub socket: Socket,
     pub outbound: Receiver<Outbound>,
     pub control: Receiver<CloseCode>,
+    /// Set while a batch taken from the queue is not fully written (see
+    /// [`super::Outlet`]).
+    pub writing: Arc<AtomicBool>,
     pub shutdown_grace: Duration,
     pub done: Sender<()>,
 }
@@ -49,9 +53,15 @@ enum Sent {
 
 impl Writer {
     pub(super) async fn run(self) {
+        // Spawned once the upgrade response is out: from now on the hub may
+        // write to the socket itself while nothing is queued.
+        self.writing.store(false, Ordering::Relaxed);
         // The queue closes once the hub and the reader have both let go.
         while let Ok(first) = self.outbound.recv().await {
-            match self.write_batch(first).await {
+            self.writing.store(true, Ordering::Relaxed);
+            let sent = self.write_batch(first).await;
+            self.writing.store(false, Ordering::Relaxed);
+            match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
                 Sent::Close(code) => self.close_with(code, true).await,
@@ -199,6 +209,7 @@ fn wire(item: &Outbound) -> Option<&[u8]> {
     match item {
         Outbound::Message(encoded) => Some(encoded.wire()),
         Outbound::Ping => Some(&PING_FRAME),
+        Outbound::Rest(bytes) => Some(bytes),
         Outbound::Close(_) => None,
     }
 }
@@ -207,7 +218,7 @@ fn wire(item: &Outbound) -> Option<&[u8]> {
 fn ends_batch(item: &Outbound) -> bool {
     match item {
         Outbound::Message(m) => m.is_close(),
-        Outbound::Ping => false,
+        Outbound::Ping | Outbound::Rest(_) => false,
         Outbound::Close(_) => true,
     }
 }

@@ -75,7 +75,10 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             return;
         }
         if request.path == "/ws" {
-            let leftover = std::mem::take(&mut buf);
+            // Only the bytes: the head's read buffer is not kept for the
+            // life of the connection.
+            let leftover = buf[..].to_vec();
+            drop(buf);
             upgrade::upgrade(stream, peer, request, leftover, correlation_id, &ctx).await;
             return;
         }

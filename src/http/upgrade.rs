@@ -48,9 +48,8 @@ pub(crate) async fn upgrade(
             return;
         }
     };
-    let (outbound_tx, outbound_rx) = async_channel::unbounded();
-    let outbound_tx_reader = outbound_tx.clone();
-    let (control_tx, control_rx) = async_channel::bounded(1);
+    let socket = Arc::new(stream);
+    let (outlet, pipes) = connection::pipes(&socket);
     let join = JoinRequest {
         peer,
         origin: request.header("origin").map(str::to_string),
@@ -59,13 +58,12 @@ pub(crate) async fn upgrade(
         claims: accepted.claims,
         rooms: accepted.rooms,
         correlation_id: correlation_id.clone(),
-        outbound: outbound_tx,
-        control: control_tx.clone(),
+        outlet,
     };
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
         Err(_) => {
@@ -73,7 +71,7 @@ pub(crate) async fn upgrade(
                 retry_after: Some(1),
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             };
-            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
@@ -93,7 +91,7 @@ pub(crate) async fn upgrade(
     // is first whatever the writer finds queued later.
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(joined.welcome.wire());
-    if (&stream).write_all(&bytes).await.is_err() {
+    if (&*socket).write_all(&bytes).await.is_err() {
         ctx.hub.leave(joined.id, "error", None).await;
         return;
     }
@@ -101,17 +99,14 @@ pub(crate) async fn upgrade(
         id: joined.id,
         encoding: accepted.encoding,
         hub: ctx.hub.clone(),
-        outbound_rx,
-        outbound_tx: outbound_tx_reader,
-        control_rx,
-        control_tx,
+        pipes,
         max_message_bytes: ctx.config.max_message_bytes,
         rate_limit_per_s: ctx.config.rate_limit_per_s,
         rate_limit_burst: ctx.config.rate_limit_burst,
         shutdown_grace: ctx.config.shutdown_grace,
         done: joined.live,
     };
-    connection::run(Arc::new(stream), leftover, upgraded, &ctx.spawner).await;
+    connection::start(socket, leftover, upgraded, &ctx.spawner);
 }
 
 async fn refuse(

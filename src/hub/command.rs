@@ -7,12 +7,12 @@ use std::time::Instant;
 use async_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use super::conn::{ConnId, ConnectionInfo, Outbound};
+use super::conn::{ConnId, ConnectionInfo};
 use super::health::{HealthReport, Status};
 use crate::auth::Claims;
+use crate::connection::Outlet;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish,
-    Published,
+    ClientMessage, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish, Published,
 };
 
 /// A WebSocket upgrade asking to become a connection.
@@ -32,10 +32,8 @@ pub struct JoinRequest {
     pub rooms: Vec<String>,
     /// The upgrade request's correlation ID, carried by the welcome.
     pub correlation_id: String,
-    /// Where the hub queues messages for the writer.
-    pub outbound: Sender<Outbound>,
-    /// Where the hub asks the writer to close.
-    pub control: Sender<CloseCode>,
+    /// Where the hub sends the connection's messages.
+    pub outlet: Outlet,
 }
 
 /// An admitted connection.

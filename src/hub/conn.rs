@@ -6,11 +6,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use async_channel::Sender;
 use serde::Serialize;
 
 use crate::auth::Claims;
-use crate::protocol::{CloseCode, Encoded, Encoding, Timestamp};
+use crate::connection::{Outbound, Outlet};
+use crate::protocol::{CloseCode, Encoding, Timestamp};
 
 /// A connection's ID, shown as a UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,25 +41,11 @@ impl Serialize for ConnId {
     }
 }
 
-/// What the hub queues for a connection's writer.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A hub message, already encoded.
-    Message(Encoded),
-    /// A protocol Ping frame.
-    Ping,
-    /// Close with this code after what is queued before it. The same code
-    /// also goes on the control channel, which interrupts a write that the
-    /// peer is not taking.
-    Close(CloseCode),
-}
-
 /// The hub's record of one open connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub id: ConnId,
-    pub outbound: Sender<Outbound>,
-    pub control: Sender<CloseCode>,
+    pub outlet: Outlet,
     pub encoding: Encoding,
     pub claims: Option<Claims>,
     pub peer: SocketAddr,
@@ -82,29 +68,24 @@ impl Conn {
         self.claims.as_ref().map(|c| c.sub.as_str())
     }
 
-    /// Queues `item` unless `limit` items are already waiting; `false` means
-    /// the peer is a slow consumer.
-    pub fn push(&mut self, item: Outbound, limit: usize) -> bool {
-        if self.outbound.len() >= limit {
+    /// Hands `item` to the connection unless `limit` items are already
+    /// waiting (`false`: the peer is a slow consumer). With `write_through`
+    /// an idle connection gets it written at once.
+    pub fn push(&mut self, item: Outbound, limit: usize, write_through: bool) -> bool {
+        if self.outlet.queued() >= limit {
             return false;
         }
         if let Outbound::Message(m) = &item {
             self.messages_out += 1;
             self.bytes_out += m.len() as u64;
         }
-        // The writer holds the receiver until the hub drops this sender, so
-        // an unbounded send cannot fail here; if the writer died early the
-        // reader's `Leave` is on its way and the message is moot.
-        let _ = self.outbound.try_send(item);
+        self.outlet.send(item, write_through);
         true
     }
 
     /// Asks the writer to close the connection with `code`.
     pub fn close(&self, code: CloseCode) {
-        // Unbounded: cannot be full; closed means the writer is gone already.
-        let _ = self.outbound.try_send(Outbound::Close(code));
-        // Holds one close; a second one for the same connection is moot.
-        let _ = self.control.try_send(code);
+        self.outlet.close(code);
     }
 
     /// The registry view of this connection.

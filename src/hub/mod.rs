@@ -14,8 +14,9 @@ mod publish;
 mod room;
 mod session;
 
+pub use crate::connection::Outbound;
 pub use command::{ComponentState, HubGone, JoinRequest, Member, Refusal, RoomInfo};
-pub use conn::{ConnId, ConnectionInfo, Outbound};
+pub use conn::{ConnId, ConnectionInfo};
 pub use health::{Component, HealthReport, Status};
 
 pub(crate) use command::{Command, HubClient, Joined};
@@ -64,6 +65,9 @@ pub(crate) struct Hub {
     schemas: Option<crate::schema::Schemas>,
     draining: bool,
     live: async_channel::Sender<()>,
+    /// Whether nothing else is waiting for the hub: messages are then
+    /// written to idle connections at once rather than queued.
+    write_through: bool,
 }
 
 enum Wake {
@@ -96,6 +100,7 @@ impl Hub {
             schemas,
             draining: false,
             live,
+            write_through: true,
         }
     }
 
@@ -117,8 +122,13 @@ impl Hub {
                 .await;
             match wake {
                 Wake::Command(Command::Shutdown) | Wake::Closed => break,
-                Wake::Command(command) => self.handle(command),
-                Wake::Timer => {}
+                Wake::Command(command) => {
+                    // With more commands waiting, queue for the writers so
+                    // that they send several frames per syscall.
+                    self.write_through = commands.is_empty();
+                    self.handle(command);
+                }
+                Wake::Timer => self.write_through = true,
             }
             // Checked after every command too: a hub that is never idle must
             // still beat and sweep on time.
@@ -229,8 +239,7 @@ impl Hub {
         let user = request.claims.as_ref().map(|c| c.sub.clone());
         let mut conn = Conn {
             id,
-            outbound: request.outbound,
-            control: request.control,
+            outlet: request.outlet,
             encoding: request.encoding,
             claims: request.claims,
             peer: request.peer,
@@ -388,7 +397,11 @@ impl Hub {
         };
         let ts = timestamp_now();
         let env = Envelope::message(kind, payload, correlation_id, &ts, reference);
-        if !conn.push(Outbound::Message(encode(&env, conn.encoding)), limit) {
+        if !conn.push(
+            Outbound::Message(encode(&env, conn.encoding)),
+            limit,
+            self.write_through,
+        ) {
             self.close(id, CloseCode::SlowConsumer);
         }
     }
@@ -425,6 +438,7 @@ impl Hub {
         let json = Outbound::Message(encode(&env, Encoding::Json));
         let mut msgpack = None;
         let limit = self.config.send_queue;
+        let write_through = self.write_through;
         let mut slow = Vec::new();
         for conn in self.conns.values_mut() {
             let beat = match conn.encoding {
@@ -433,7 +447,9 @@ impl Hub {
                     .get_or_insert_with(|| Outbound::Message(encode(&env, Encoding::MsgPack)))
                     .clone(),
             };
-            if !(conn.push(Outbound::Ping, limit) && conn.push(beat, limit)) {
+            if !(conn.push(Outbound::Ping, limit, write_through)
+                && conn.push(beat, limit, write_through))
+            {
                 slow.push(conn.id);
             }
         }

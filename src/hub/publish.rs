@@ -37,7 +37,7 @@ impl Hub {
         }
         let id = new_uuid();
         let ts = timestamp_now();
-        let limit = self.config.send_queue;
+        let limit = (self.config.send_queue, self.write_through);
         let mut slow = Vec::new();
         let mut recipients = 0;
         let trace = Trace {
@@ -142,7 +142,7 @@ impl Hub {
         slow: &mut Vec<ConnId>,
         trace: Trace<'_>,
     ) -> usize {
-        let limit = self.config.send_queue;
+        let limit = (self.config.send_queue, self.write_through);
         let mut recipients = 0;
         for conn in self.conns.values_mut() {
             recipients += usize::from(deliver(conn, &mut record, limit, slow));
@@ -250,10 +250,11 @@ impl Trace<'_> {
 fn deliver(
     conn: &mut Conn,
     record: &mut EventRecord,
-    limit: usize,
+    (limit, write_through): (usize, bool),
     slow: &mut Vec<ConnId>,
 ) -> bool {
-    let delivered = conn.push(Outbound::Message(record.encoded(conn.encoding)), limit);
+    let item = Outbound::Message(record.encoded(conn.encoding));
+    let delivered = conn.push(item, limit, write_through);
     if !delivered {
         slow.push(conn.id);
     }

@@ -171,7 +171,7 @@ impl Hub {
                 if encoding == Encoding::MsgPack && !event.has_msgpack() {
                     self.metrics.encoded(false, true);
                 }
-                if !conn.push(Outbound::Message(event.encoded(encoding)), limit) {
+                if !conn.push(Outbound::Message(event.encoded(encoding)), limit, false) {
                     overflow = true;
                     break;
                 }

@@ -14,20 +14,21 @@ mod outlet;
 mod rate;
 mod writer;
 
+use outlet::Shared;
 pub use outlet::{Outbound, Outlet};
 pub use rate::{RateLimiter, Verdict};
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use smol::Async;
 
 use crate::executor::Spawner;
-use crate::hub::{ConnId, HubClient};
+use crate::hub::{Command, ConnId, HubClient};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use frame::{Decoder, Incoming, Violation};
 
@@ -42,37 +43,28 @@ const ALIVE_EVERY: Duration = Duration::from_millis(50);
 /// Rate-limit drops are reported to the hub at most this often.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
-/// The queues between the hub, the reader and the writer of one
-/// connection, as the tasks keep them (the hub keeps the [`Outlet`]).
+/// The queue and shared state between the hub, the reader and the writer
+/// of one connection, as the tasks keep them (the hub keeps the [`Outlet`]).
 #[derive(Debug)]
 pub(crate) struct Pipes {
     outbound_rx: Receiver<Outbound>,
-    /// The reader's way to send Pongs and the echo of a client's Close.
+    /// The reader's way to send Pongs, closes and the echo of a client's Close.
     outbound_tx: Sender<Outbound>,
-    control_rx: Receiver<CloseCode>,
-    control_tx: Sender<CloseCode>,
-    writing: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// The hub's outlet to a new connection on `socket`, and the rest of its pipes.
 pub(crate) fn pipes(socket: &Socket) -> (Outlet, Pipes) {
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
-    let (control_tx, control_rx) = async_channel::bounded(1);
+    let shared = Arc::new(Shared::default());
     // Until the writer starts, the upgrade response is not written yet:
     // nothing may be written around it.
-    let writing = Arc::new(AtomicBool::new(true));
-    let outlet = Outlet::new(
-        socket.clone(),
-        outbound_tx.clone(),
-        control_tx.clone(),
-        writing.clone(),
-    );
+    shared.writing.store(true, Ordering::Relaxed);
+    let outlet = Outlet::new(socket.clone(), outbound_tx.clone(), shared.clone());
     let pipes = Pipes {
         outbound_rx,
         outbound_tx,
-        control_rx,
-        control_tx,
-        writing,
+        shared,
     };
     (outlet, pipes)
 }
@@ -101,8 +93,7 @@ pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: 
     let writer = writer::Writer {
         socket: socket.clone(),
         outbound: pipes.outbound_rx,
-        control: pipes.control_rx,
-        writing: pipes.writing,
+        shared: pipes.shared.clone(),
         shutdown_grace: conn.shutdown_grace,
         done: conn.done,
     };
@@ -113,7 +104,7 @@ pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: 
         encoding: conn.encoding,
         hub: conn.hub,
         outbound: pipes.outbound_tx,
-        control: pipes.control_tx,
+        shared: pipes.shared,
         decoder: Decoder::new(conn.max_message_bytes),
         pending: leftover,
         limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
@@ -169,7 +160,7 @@ struct Reader {
     encoding: Encoding,
     hub: HubClient,
     outbound: Sender<Outbound>,
-    control: Sender<CloseCode>,
+    shared: Arc<Shared>,
     decoder: Decoder,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     pending: Vec<u8>,
@@ -179,12 +170,22 @@ struct Reader {
     alive_reported: Instant,
 }
 
+/// What to do after one client message.
+enum Step {
+    Next,
+    Send(Command),
+    /// Send, then end the connection.
+    Last(Command, Ending),
+    End(Ending),
+}
+
 impl Reader {
     /// Reads until the connection ends, then tells the hub.
     async fn run(mut self) {
         let ending = self.read_loop().await;
         if self.pending_drops > 0 {
-            self.report_drops(false).await;
+            let report = self.drops(false);
+            let _ = self.hub.command(report).await;
         }
         self.hub
             .leave(self.id, ending.reason, ending.close_code)
@@ -192,7 +193,8 @@ impl Reader {
     }
 
     /// Reads until the peer closes or breaks the connection, or a limit
-    /// closes it.
+    /// closes it. Each await holds at most one command, so the task stays
+    /// small while it waits.
     async fn read_loop(&mut self) -> Ending {
         let mut messages = Vec::new();
         // Bytes that came with the request head may hold whole frames.
@@ -203,10 +205,21 @@ impl Reader {
         }
         loop {
             for message in messages.drain(..) {
-                if let Some(ending) = self.handle(message).await {
+                let (command, ending) = match self.handle(message) {
+                    Step::Next => continue,
+                    Step::Send(command) => (command, None),
+                    Step::Last(command, ending) => (command, Some(ending)),
+                    Step::End(ending) => return ending,
+                };
+                if self.hub.command(command).await.is_err() {
+                    return Ending::with(CloseCode::GoingAway);
+                }
+                if let Some(ending) = ending {
                     return ending;
                 }
             }
+            // An idle connection keeps no message list either.
+            messages = Vec::new();
             match self.read(&mut messages) {
                 // Let everyone else run between two reads of a busy client.
                 Got::Data => futures_lite::future::yield_now().await,
@@ -267,8 +280,9 @@ impl Reader {
         Ok(())
     }
 
-    /// Handles one message; `Some` ends the connection.
-    async fn handle(&mut self, message: Incoming) -> Option<Ending> {
+    /// What one message calls for: answered here (Pings, Closes, drops
+    /// over the rate) or turned into a command for the hub.
+    fn handle(&mut self, message: Incoming) -> Step {
         let now = Instant::now();
         let (bytes, frame_ok) = match message {
             Incoming::Text(bytes) => (bytes, self.encoding == Encoding::Json),
@@ -279,35 +293,33 @@ impl Reader {
                 let _ = self
                     .outbound
                     .try_send(Outbound::Message(frame::pong_frame(&payload)));
-                return self.alive(now).await;
+                return self.alive(now);
             }
-            Incoming::Pong => return self.alive(now).await,
+            Incoming::Pong => return self.alive(now),
             Incoming::Close(code) => {
                 let _ = self
                     .outbound
                     .try_send(Outbound::Message(frame::close_frame(code, "")));
-                return Some(Ending {
+                return Step::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
                 });
             }
         };
         match self.limiter.check(now) {
-            // Drops not yet reported go with the next message let through,
-            // so the registry's count is current whenever the client is.
-            Verdict::Allow if self.pending_drops > 0 => self.report_drops(false).await,
             Verdict::Allow => {}
             Verdict::Drop { notify } => {
                 self.pending_drops += 1;
-                if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
-                    self.report_drops(notify).await;
-                }
-                return None;
+                return if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
+                    Step::Send(self.drops(notify))
+                } else {
+                    Step::Next
+                };
             }
             Verdict::Abuse => {
                 self.pending_drops += 1;
-                self.report_drops(false).await;
-                return Some(self.close(CloseCode::Policy));
+                let report = self.drops(false);
+                return Step::Last(report, self.close(CloseCode::Policy));
             }
         }
         let decoded = if frame_ok {
@@ -315,27 +327,32 @@ impl Reader {
         } else {
             Err(unsupported_frame(self.encoding))
         };
-        match self.hub.message(self.id, decoded, bytes.len()).await {
-            Ok(()) => None,
-            Err(_) => Some(Ending::with(CloseCode::GoingAway)),
-        }
+        // Drops not yet reported go with the next message let through, so
+        // the registry's count is current whenever the client is.
+        Step::Send(Command::Message {
+            conn: self.id,
+            message: Box::new(decoded),
+            bytes: bytes.len(),
+            dropped: std::mem::take(&mut self.pending_drops),
+        })
     }
 
-    async fn alive(&mut self, now: Instant) -> Option<Ending> {
-        if now.duration_since(self.alive_reported) >= ALIVE_EVERY {
-            self.alive_reported = now;
-            if self.hub.alive(self.id).await.is_err() {
-                return Some(Ending::with(CloseCode::GoingAway));
-            }
+    fn alive(&mut self, now: Instant) -> Step {
+        if now.duration_since(self.alive_reported) < ALIVE_EVERY {
+            return Step::Next;
         }
-        None
+        self.alive_reported = now;
+        Step::Send(Command::Alive(self.id))
     }
 
-    async fn report_drops(&mut self, notify: bool) {
-        let count = std::mem::take(&mut self.pending_drops);
+    /// The report of the drops not yet told to the hub.
+    fn drops(&mut self, notify: bool) -> Command {
         self.drops_reported = Instant::now();
-        // If the hub is gone the connection is being closed anyway.
-        let _ = self.hub.dropped(self.id, count, notify).await;
+        Command::Dropped {
+            conn: self.id,
+            count: std::mem::take(&mut self.pending_drops),
+            notify,
+        }
     }
 
     /// Ends the connection for a framing violation, with its close code.
@@ -348,10 +365,10 @@ impl Reader {
     }
 
     fn close(&mut self, code: CloseCode) -> Ending {
-        // As the hub does it: queued, and on the control channel to
-        // interrupt a stuck write. Failures mean a close is already under way.
+        // As the hub does it: queued, and recorded to interrupt a stuck
+        // write. A failed send means the writer is gone already.
         let _ = self.outbound.try_send(Outbound::Close(code));
-        let _ = self.control.try_send(code);
+        self.shared.request_close(code);
         Ending::with(code)
     }
 }

@@ -6,10 +6,11 @@
 
 use std::io::{ErrorKind, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use async_channel::Sender;
 use bytes::Bytes;
+use event_listener::Event;
 
 use super::Socket;
 use super::frame::PING_FRAME;
@@ -24,10 +25,44 @@ pub enum Outbound {
     Ping,
     /// The unwritten end of a frame the hub began to write itself.
     Rest(Bytes),
-    /// Close with this code after what is queued before it. The same code
-    /// also goes on the control channel, which interrupts a write that the
-    /// peer is not taking.
+    /// Close with this code after what is queued before it. The request is
+    /// also recorded in the connection's shared state, which interrupts a
+    /// write that the peer is not taking.
     Close(CloseCode),
+}
+
+/// What the hub, the reader and the writer of one connection share besides
+/// the queue (a few bytes: an idle connection should cost little).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set while the writer holds frames it has taken from the queue but not
+    /// yet written: a direct write then would overtake them.
+    pub writing: AtomicBool,
+    /// The first close code asked for, 0 for none.
+    close: AtomicU16,
+    /// Wakes a writer waiting for the peer to take a write, so that a close
+    /// does not wait behind a stuck socket.
+    closing: Event,
+}
+
+impl Shared {
+    /// Records a close request (the first one counts) and wakes the writer.
+    pub fn request_close(&self, code: CloseCode) {
+        let _ = self
+            .close
+            .compare_exchange(0, code.code(), Ordering::Relaxed, Ordering::Relaxed);
+        self.closing.notify(usize::MAX);
+    }
+
+    /// The close asked for, if any.
+    pub fn close_requested(&self) -> Option<CloseCode> {
+        CloseCode::from_code(self.close.load(Ordering::Relaxed))
+    }
+
+    /// A listener woken by the next close request.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.closing.listen()
+    }
 }
 
 /// The hub's handle on one connection's writer.
@@ -35,24 +70,15 @@ pub enum Outbound {
 pub struct Outlet {
     socket: Socket,
     queue: Sender<Outbound>,
-    control: Sender<CloseCode>,
-    /// Set while the writer holds frames it has taken from the queue but not
-    /// yet written: a direct write then would overtake them.
-    writing: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Outlet {
-    pub(super) fn new(
-        socket: Socket,
-        queue: Sender<Outbound>,
-        control: Sender<CloseCode>,
-        writing: Arc<AtomicBool>,
-    ) -> Self {
+    pub(super) fn new(socket: Socket, queue: Sender<Outbound>, shared: Arc<Shared>) -> Self {
         Self {
             socket,
             queue,
-            control,
-            writing,
+            shared,
         }
     }
 
@@ -64,7 +90,7 @@ impl Outlet {
     /// Hands `item` to the connection: written at once when `write_through`
     /// and the connection is idle, queued for the writer otherwise.
     pub fn send(&self, item: Outbound, write_through: bool) {
-        if write_through && self.queue.is_empty() && !self.writing.load(Ordering::Relaxed) {
+        if write_through && self.queue.is_empty() && !self.shared.writing.load(Ordering::Relaxed) {
             let bytes: &[u8] = match &item {
                 Outbound::Message(m) if !m.is_close() => m.wire(),
                 Outbound::Ping => &PING_FRAME,
@@ -96,10 +122,9 @@ impl Outlet {
     }
 
     /// Asks the writer to close with `code` after what is queued; the
-    /// control channel also interrupts a write the peer is not taking.
+    /// request also interrupts a write the peer is not taking.
     pub fn close(&self, code: CloseCode) {
         self.enqueue(Outbound::Close(code));
-        // Holds one close; a second one for the same connection is moot.
-        let _ = self.control.try_send(code);
+        self.shared.request_close(code);
     }
 }

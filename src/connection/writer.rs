@@ -1,12 +1,12 @@
 //! The writer task: drains the outbound queue, writing every queued frame
 //! with one `send` (or `sendmsg` for several), and performs the close the
 //! hub or the reader queued. Idle, it waits on the queue alone; only a
-//! write the peer is not taking also listens to the control channel, so a
+//! write the peer is not taking also listens for close requests, so a
 //! close can interrupt it.
 
 use std::io::{ErrorKind, IoSlice, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -14,6 +14,7 @@ use futures_lite::FutureExt;
 use socket2::SockRef;
 
 use super::frame::{PING_FRAME, close_frame};
+use super::outlet::Shared;
 use super::{Outbound, Socket};
 use crate::protocol::CloseCode;
 
@@ -27,10 +28,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) struct Writer {
     pub socket: Socket,
     pub outbound: Receiver<Outbound>,
-    pub control: Receiver<CloseCode>,
-    /// Set while a batch taken from the queue is not fully written (see
-    /// [`super::Outlet`]).
-    pub writing: Arc<AtomicBool>,
+    /// The `writing` flag (see [`super::Outlet`]) and close requests.
+    pub shared: Arc<Shared>,
     pub shutdown_grace: Duration,
     pub done: Sender<()>,
 }
@@ -55,12 +54,12 @@ impl Writer {
     pub(super) async fn run(self) {
         // Spawned once the upgrade response is out: from now on the hub may
         // write to the socket itself while nothing is queued.
-        self.writing.store(false, Ordering::Relaxed);
+        self.shared.writing.store(false, Ordering::Relaxed);
         // The queue closes once the hub and the reader have both let go.
         while let Ok(first) = self.outbound.recv().await {
-            self.writing.store(true, Ordering::Relaxed);
+            self.shared.writing.store(true, Ordering::Relaxed);
             let sent = self.write_batch(first).await;
-            self.writing.store(false, Ordering::Relaxed);
+            self.shared.writing.store(false, Ordering::Relaxed);
             match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
@@ -99,23 +98,22 @@ impl Writer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The peer is not keeping up: wait for room, unless a
                     // close is asked for meanwhile.
-                    let ready = async { Ok(self.socket.writable().await) }
-                        .or(async { Err(self.control.recv().await) })
+                    let listener = self.shared.listen();
+                    if let Some(code) = self.shared.close_requested() {
+                        return Sent::Interrupted {
+                            code,
+                            partial: offset > 0,
+                        };
+                    }
+                    let ready = async { Some(self.socket.writable().await) }
+                        .or(async {
+                            listener.await;
+                            None
+                        })
                         .await;
                     match ready {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(_)) => return Sent::Failed,
-                        Err(Ok(code)) => {
-                            return Sent::Interrupted {
-                                code,
-                                partial: offset > 0,
-                            };
-                        }
-                        // Nobody can ask for a close any more; just wait.
-                        Err(Err(_)) => match self.socket.writable().await {
-                            Ok(()) => continue,
-                            Err(_) => return Sent::Failed,
-                        },
+                        Some(Ok(())) | None => continue,
+                        Some(Err(_)) => return Sent::Failed,
                     }
                 }
                 Err(_) => return Sent::Failed,

@@ -14,9 +14,9 @@ impl Hub {
                 .get(user)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| self.conns.get(id))
+                .filter_map(|id| self.conns.get(id).map(|c| &**c))
                 .collect(),
-            None => self.conns.values().collect(),
+            None => self.conns.values().map(|c| &**c).collect(),
         };
         conns.sort_by_key(|c| (c.connected, c.id));
         conns.into_iter().map(Conn::info).collect()

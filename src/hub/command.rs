@@ -106,15 +106,37 @@ pub struct ComponentState {
     pub since: String,
 }
 
+/// A publish from HTTP, stdin or the embedding API.
+#[derive(Debug)]
+pub(crate) struct PublishRequest {
+    pub publish: Publish,
+    pub correlation_id: String,
+    pub started: Instant,
+    pub reply: Sender<Result<Published, ProtocolError>>,
+}
+
+/// A `PUT /api/health/{component}`.
+#[derive(Debug)]
+pub(crate) struct SetHealthRequest {
+    pub component: String,
+    pub status: Status,
+    pub detail: Option<String>,
+    pub correlation_id: String,
+    pub reply: Sender<ComponentState>,
+}
+
 /// Everything the hub task can be asked.
 #[derive(Debug)]
 pub(crate) enum Command {
     Join(Box<JoinRequest>, Sender<Result<Joined, Refusal>>),
     Rejected(ErrorCode),
+    /// A client message (boxed: the reader's pending send stays small),
+    /// with the messages the rate limit dropped before it.
     Message {
         conn: ConnId,
-        message: Result<ClientMessage, DecodeError>,
+        message: Box<Result<ClientMessage, DecodeError>>,
         bytes: usize,
+        dropped: u64,
     },
     Alive(ConnId),
     Dropped {
@@ -127,19 +149,8 @@ pub(crate) enum Command {
         reason: &'static str,
         close_code: Option<u16>,
     },
-    Publish {
-        publish: Publish,
-        correlation_id: String,
-        started: Instant,
-        reply: Sender<Result<Published, ProtocolError>>,
-    },
-    SetHealth {
-        component: String,
-        status: Status,
-        detail: Option<String>,
-        correlation_id: String,
-        reply: Sender<ComponentState>,
-    },
+    Publish(Box<PublishRequest>),
+    SetHealth(Box<SetHealthRequest>),
     Health(Sender<HealthReport>),
     Connections(Option<String>, Sender<Vec<ConnectionInfo>>),
     Connection(ConnId, Sender<Option<ConnectionInfo>>),
@@ -201,37 +212,16 @@ impl HubClient {
         let _ = self.send(Command::Rejected(code)).await;
     }
 
-    pub async fn message(
-        &self,
-        conn: ConnId,
-        message: Result<ClientMessage, DecodeError>,
-        bytes: usize,
-    ) -> Result<(), HubGone> {
-        self.send(Command::Message {
-            conn,
-            message,
-            bytes,
-        })
-        .await
-    }
-
-    pub async fn alive(&self, conn: ConnId) -> Result<(), HubGone> {
-        self.send(Command::Alive(conn)).await
-    }
-
-    pub async fn dropped(&self, conn: ConnId, count: u64, notify: bool) -> Result<(), HubGone> {
-        self.send(Command::Dropped {
-            conn,
-            count,
-            notify,
-        })
-        .await
+    /// Sends a command that needs no answer; the future is the channel's
+    /// own, so a task awaiting it holds little more than the command.
+    pub fn command(&self, command: Command) -> async_channel::Send<'_, Command> {
+        self.tx.send(command)
     }
 
     pub async fn leave(&self, conn: ConnId, reason: &'static str, close_code: Option<u16>) {
         // A stopped hub has already forgotten every connection.
         let _ = self
-            .send(Command::Leave {
+            .command(Command::Leave {
                 conn,
                 reason,
                 close_code,
@@ -245,11 +235,13 @@ impl HubClient {
         correlation_id: String,
     ) -> Result<Result<Published, ProtocolError>, HubGone> {
         let started = Instant::now();
-        self.call(|reply| Command::Publish {
-            publish,
-            correlation_id,
-            started,
-            reply,
+        self.call(|reply| {
+            Command::Publish(Box::new(PublishRequest {
+                publish,
+                correlation_id,
+                started,
+                reply,
+            }))
         })
         .await
     }
@@ -261,12 +253,14 @@ impl HubClient {
         detail: Option<String>,
         correlation_id: String,
     ) -> Result<ComponentState, HubGone> {
-        self.call(|reply| Command::SetHealth {
-            component,
-            status,
-            detail,
-            correlation_id,
-            reply,
+        self.call(|reply| {
+            Command::SetHealth(Box::new(SetHealthRequest {
+                component,
+                status,
+                detail,
+                correlation_id,
+                reply,
+            }))
         })
         .await
     }

@@ -1,7 +1,6 @@
 //! What the hub keeps per connection: its queues, identity, rooms and
 //! counters, and the registry view of it (PROTOCOL.md section 7).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -54,7 +53,7 @@ pub(crate) struct Conn {
     pub connected_at: Timestamp,
     pub connected: Instant,
     pub last_seen: Instant,
-    pub rooms: BTreeSet<String>,
+    pub rooms: RoomSet,
     pub messages_in: u64,
     pub messages_out: u64,
     pub bytes_in: u64,
@@ -109,6 +108,49 @@ impl Conn {
     }
 }
 
+/// A connection's rooms: a sorted list, far smaller than a tree for the one
+/// or few rooms a connection usually has.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RoomSet(Vec<String>);
+
+impl RoomSet {
+    /// Adds `room`; `false` if it was there already.
+    pub fn insert(&mut self, room: &str) -> bool {
+        match self.0.binary_search_by(|r| r.as_str().cmp(room)) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, room.to_string());
+                true
+            }
+        }
+    }
+
+    /// Removes `room`; `false` if it was not there.
+    pub fn remove(&mut self, room: &str) -> bool {
+        match self.0.binary_search_by(|r| r.as_str().cmp(room)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The rooms, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a RoomSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// A connection's metadata, as the registry API and [`crate::Handle::connections`] show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectionInfo {
@@ -145,6 +187,18 @@ pub struct ConnectionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_sets_stay_sorted_without_duplicates() {
+        let mut rooms = RoomSet::default();
+        assert!(rooms.insert("b"));
+        assert!(rooms.insert("a"));
+        assert!(!rooms.insert("b"));
+        assert_eq!(rooms.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(rooms.remove("a"));
+        assert!(!rooms.remove("a"));
+        assert_eq!(rooms.iter().collect::<Vec<_>>(), ["b"]);
+    }
 
     #[test]
     fn ids_round_trip_through_text() {

@@ -38,7 +38,7 @@ use crate::protocol::{
     CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
     timestamp_now,
 };
-use conn::Conn;
+use conn::{Conn, RoomSet};
 use health::Health;
 use room::Room;
 
@@ -55,7 +55,8 @@ pub(crate) struct Hub {
     epoch: String,
     log: Logger,
     started: Instant,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
+    conns: HashMap<ConnId, Box<Conn>>,
     rooms: HashMap<String, Room>,
     users: HashMap<String, BTreeSet<ConnId>>,
     per_ip: HashMap<IpAddr, usize>,
@@ -161,7 +162,13 @@ impl Hub {
                 conn,
                 message,
                 bytes,
-            } => self.on_message(conn, message, bytes),
+                dropped,
+            } => {
+                if dropped > 0 {
+                    self.on_dropped(conn, dropped, false);
+                }
+                self.on_message(conn, *message, bytes);
+            }
             Command::Alive(conn) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.last_seen = Instant::now();
@@ -179,24 +186,25 @@ impl Hub {
             } => {
                 self.remove(conn, reason, close_code);
             }
-            Command::Publish {
-                publish,
-                correlation_id,
-                started,
-                reply,
-            } => {
-                let outcome = self.publish(publish, correlation_id, None, started);
-                let _ = reply.try_send(outcome);
+            Command::Publish(request) => {
+                let request = *request;
+                let outcome = self.publish(
+                    request.publish,
+                    request.correlation_id,
+                    None,
+                    request.started,
+                );
+                let _ = request.reply.try_send(outcome);
             }
-            Command::SetHealth {
-                component,
-                status,
-                detail,
-                correlation_id,
-                reply,
-            } => {
-                let state = self.set_health(component, status, detail, &correlation_id);
-                let _ = reply.try_send(state);
+            Command::SetHealth(request) => {
+                let request = *request;
+                let state = self.set_health(
+                    request.component,
+                    request.status,
+                    request.detail,
+                    &request.correlation_id,
+                );
+                let _ = request.reply.try_send(state);
             }
             Command::Health(reply) => {
                 let _ = reply.try_send(self.health_report());
@@ -205,7 +213,7 @@ impl Hub {
                 let _ = reply.try_send(self.connections(user.as_deref()));
             }
             Command::Connection(id, reply) => {
-                let _ = reply.try_send(self.conns.get(&id).map(Conn::info));
+                let _ = reply.try_send(self.conns.get(&id).map(|c| c.info()));
             }
             Command::Disconnect(id, reply) => {
                 let found = self.conns.contains_key(&id);
@@ -248,7 +256,7 @@ impl Hub {
             connected_at: Timestamp::now(),
             connected: now,
             last_seen: now,
-            rooms: request.rooms.iter().cloned().collect(),
+            rooms: RoomSet::default(),
             messages_in: 0,
             messages_out: 0,
             bytes_in: 0,
@@ -271,6 +279,7 @@ impl Hub {
         conn.messages_out += 1;
         conn.bytes_out += welcome.len() as u64;
         for room in &request.rooms {
+            conn.rooms.insert(room);
             self.rooms
                 .entry(room.clone())
                 .or_default()
@@ -292,7 +301,7 @@ impl Hub {
             .field("protocol", conn.encoding.protocol())
             .field("rooms", &request.rooms)
             .emit();
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Box::new(conn));
         Ok(Joined {
             id,
             live: self.live.clone(),
@@ -334,7 +343,7 @@ impl Hub {
         id: ConnId,
         reason: &'static str,
         close_code: Option<u16>,
-    ) -> Option<Conn> {
+    ) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&id)?;
         for name in &conn.rooms {
             if let Some(room) = self.rooms.get_mut(name) {

@@ -146,7 +146,9 @@ impl Hub {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(()); // closed as a slow consumer while sending errors
         };
-        conn.rooms.extend(sub.rooms.iter().cloned());
+        for room in &sub.rooms {
+            conn.rooms.insert(room);
+        }
         let mut payload = json!({"rooms": sub.rooms, "epoch": self.epoch, "positions": positions});
         if sub.since.is_some() {
             payload["recovered"] = json!(recovered);

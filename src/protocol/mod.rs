@@ -220,6 +220,25 @@ impl CloseCode {
         }
     }
 
+    /// The close code for `code`, if it is one of the hub's.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            Self::Normal,
+            Self::GoingAway,
+            Self::ProtocolError,
+            Self::InvalidPayload,
+            Self::Policy,
+            Self::TooBig,
+            Self::Internal,
+            Self::HeartbeatTimeout,
+            Self::TokenExpired,
+            Self::Admin,
+            Self::SlowConsumer,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+
     /// The reason text sent in the close frame.
     pub fn reason(self) -> &'static str {
         match self {

@@ -14,26 +14,23 @@ mod outlet;
 mod rate;
 mod writer;
 
-use outlet::Shared;
+pub(crate) use outlet::Link;
 pub use outlet::{Outbound, Outlet};
 pub use rate::{RateLimiter, Verdict};
 
 use std::io::{ErrorKind, Read};
-use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use smol::Async;
 
 use crate::executor::Spawner;
 use crate::hub::{Command, ConnId, HubClient};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use frame::{Decoder, Incoming, Violation};
 
-/// A connection's socket, shared by its reader and writer.
-pub(crate) type Socket = Arc<Async<TcpStream>>;
+/// A connection's socket and shared state, held by its hub, reader and writer.
+pub(crate) type Socket = Arc<Link>;
 
 /// Bytes read per syscall, into the stack: a burst of small messages is
 /// one read, and nothing stays allocated between reads.
@@ -43,28 +40,22 @@ const ALIVE_EVERY: Duration = Duration::from_millis(50);
 /// Rate-limit drops are reported to the hub at most this often.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 
-/// The queue and shared state between the hub, the reader and the writer
-/// of one connection, as the tasks keep them (the hub keeps the [`Outlet`]).
+/// The queue between the hub, the reader and the writer of one connection,
+/// as the tasks keep it (the hub keeps the [`Outlet`]).
 #[derive(Debug)]
 pub(crate) struct Pipes {
     outbound_rx: Receiver<Outbound>,
     /// The reader's way to send Pongs, closes and the echo of a client's Close.
     outbound_tx: Sender<Outbound>,
-    shared: Arc<Shared>,
 }
 
-/// The hub's outlet to a new connection on `socket`, and the rest of its pipes.
-pub(crate) fn pipes(socket: &Socket) -> (Outlet, Pipes) {
+/// The hub's outlet to a new connection on `link`, and the rest of its pipes.
+pub(crate) fn pipes(link: &Socket) -> (Outlet, Pipes) {
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
-    let shared = Arc::new(Shared::default());
-    // Until the writer starts, the upgrade response is not written yet:
-    // nothing may be written around it.
-    shared.writing.store(true, Ordering::Relaxed);
-    let outlet = Outlet::new(socket.clone(), outbound_tx.clone(), shared.clone());
+    let outlet = Outlet::new(link.clone(), outbound_tx.clone());
     let pipes = Pipes {
         outbound_rx,
         outbound_tx,
-        shared,
     };
     (outlet, pipes)
 }
@@ -93,7 +84,6 @@ pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: 
     let writer = writer::Writer {
         socket: socket.clone(),
         outbound: pipes.outbound_rx,
-        shared: pipes.shared.clone(),
         shutdown_grace: conn.shutdown_grace,
         done: conn.done,
     };
@@ -104,7 +94,6 @@ pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: 
         encoding: conn.encoding,
         hub: conn.hub,
         outbound: pipes.outbound_tx,
-        shared: pipes.shared,
         decoder: Decoder::new(conn.max_message_bytes),
         pending: leftover,
         limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
@@ -160,7 +149,6 @@ struct Reader {
     encoding: Encoding,
     hub: HubClient,
     outbound: Sender<Outbound>,
-    shared: Arc<Shared>,
     decoder: Decoder,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     pending: Vec<u8>,
@@ -224,7 +212,7 @@ impl Reader {
                 // Let everyone else run between two reads of a busy client.
                 Got::Data => futures_lite::future::yield_now().await,
                 Got::WouldBlock => {
-                    if self.socket.readable().await.is_err() {
+                    if self.socket.socket.readable().await.is_err() {
                         return Ending::error();
                     }
                 }
@@ -238,7 +226,7 @@ impl Reader {
     fn read(&mut self, messages: &mut Vec<Incoming>) -> Got {
         let mut chunk = [0u8; READ_CHUNK];
         let n = loop {
-            match self.socket.get_ref().read(&mut chunk) {
+            match self.socket.socket.get_ref().read(&mut chunk) {
                 Ok(0) => return Got::Eof,
                 Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -290,16 +278,14 @@ impl Reader {
             Incoming::Ping(payload) => {
                 // The writer owns the socket's write side; a failed send
                 // means it is already closing.
-                let _ = self
-                    .outbound
-                    .try_send(Outbound::Message(frame::pong_frame(&payload)));
+                let pong = Outbound::Message(frame::pong_frame(&payload));
+                self.socket.enqueue(&self.outbound, pong);
                 return self.alive(now);
             }
             Incoming::Pong => return self.alive(now),
             Incoming::Close(code) => {
-                let _ = self
-                    .outbound
-                    .try_send(Outbound::Message(frame::close_frame(code, "")));
+                let echo = Outbound::Message(frame::close_frame(code, ""));
+                self.socket.enqueue(&self.outbound, echo);
                 return Step::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
@@ -367,8 +353,8 @@ impl Reader {
     fn close(&mut self, code: CloseCode) -> Ending {
         // As the hub does it: queued, and recorded to interrupt a stuck
         // write. A failed send means the writer is gone already.
-        let _ = self.outbound.try_send(Outbound::Close(code));
-        self.shared.request_close(code);
+        self.socket.enqueue(&self.outbound, Outbound::Close(code));
+        self.socket.request_close(code);
         Ending::with(code)
     }
 }

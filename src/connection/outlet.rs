@@ -3,16 +3,21 @@
 //! has nothing else waiting. Paced events then cost one `send` each and no
 //! task wake; under load the queue fills and the writer sends many frames
 //! per syscall.
+//!
+//! Everything a delivery looks at — the socket, the queue length, the
+//! writer's flag, the counters — sits in one [`Link`], so a broadcast to
+//! thousands of connections touches one cache line per connection.
 
 use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use async_channel::Sender;
 use bytes::Bytes;
 use event_listener::Event;
+use smol::Async;
 
-use super::Socket;
 use super::frame::PING_FRAME;
 use crate::protocol::{CloseCode, Encoded};
 
@@ -26,26 +31,48 @@ pub enum Outbound {
     /// The unwritten end of a frame the hub began to write itself.
     Rest(Bytes),
     /// Close with this code after what is queued before it. The request is
-    /// also recorded in the connection's shared state, which interrupts a
-    /// write that the peer is not taking.
+    /// also recorded in the [`Link`], which interrupts a write that the
+    /// peer is not taking.
     Close(CloseCode),
 }
 
-/// What the hub, the reader and the writer of one connection share besides
-/// the queue (a few bytes: an idle connection should cost little).
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
+/// One connection's socket and the state its hub, reader and writer share.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The socket; the reader reads it, the writer (and the hub, when the
+    /// connection is idle) writes it.
+    pub socket: Async<TcpStream>,
+    /// Items in the queue, kept beside the socket so that a delivery need
+    /// not look at the channel.
+    queued: AtomicU32,
     /// Set while the writer holds frames it has taken from the queue but not
     /// yet written: a direct write then would overtake them.
-    pub writing: AtomicBool,
+    writing: AtomicBool,
     /// The first close code asked for, 0 for none.
     close: AtomicU16,
     /// Wakes a writer waiting for the peer to take a write, so that a close
     /// does not wait behind a stuck socket.
     closing: Event,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
-impl Shared {
+impl Link {
+    /// A link around an upgraded socket. Until the writer starts, the
+    /// upgrade response may not be written yet, so nothing may be written
+    /// around it: `writing` starts set.
+    pub fn new(socket: Async<TcpStream>) -> Self {
+        Self {
+            socket,
+            queued: AtomicU32::new(0),
+            writing: AtomicBool::new(true),
+            close: AtomicU16::new(0),
+            closing: Event::new(),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
     /// Records a close request (the first one counts) and wakes the writer.
     pub fn request_close(&self, code: CloseCode) {
         let _ = self
@@ -63,48 +90,72 @@ impl Shared {
     pub fn listen(&self) -> event_listener::EventListener {
         self.closing.listen()
     }
+
+    /// Marks whether the writer holds unwritten frames.
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::Relaxed);
+    }
+
+    /// The writer took one item off the queue.
+    pub fn dequeued(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Enqueues `item` on `queue`, counting it.
+    pub fn enqueue(&self, queue: &Sender<Outbound>, item: Outbound) {
+        // Unbounded, so never full; closed only once the writer is gone, and
+        // then the reader's Leave is on its way and the item is moot.
+        if queue.try_send(item).is_ok() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The hub's handle on one connection's writer.
+/// The hub's handle on one connection: where its messages go.
 #[derive(Debug, Clone)]
 pub struct Outlet {
-    socket: Socket,
+    link: Arc<Link>,
     queue: Sender<Outbound>,
-    shared: Arc<Shared>,
 }
 
 impl Outlet {
-    pub(super) fn new(socket: Socket, queue: Sender<Outbound>, shared: Arc<Shared>) -> Self {
-        Self {
-            socket,
-            queue,
-            shared,
+    pub(super) fn new(link: Arc<Link>, queue: Sender<Outbound>) -> Self {
+        Self { link, queue }
+    }
+
+    /// Hands `item` to the connection unless `limit` items already wait
+    /// (`false`: the peer is a slow consumer). With `write_through`, an idle
+    /// connection gets it written at once; otherwise it is queued for the
+    /// writer.
+    pub fn push(&self, item: Outbound, limit: usize, write_through: bool) -> bool {
+        let link = &*self.link;
+        let queued = link.queued.load(Ordering::Relaxed) as usize;
+        if queued >= limit {
+            return false;
         }
-    }
-
-    /// Items waiting for the writer.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Hands `item` to the connection: written at once when `write_through`
-    /// and the connection is idle, queued for the writer otherwise.
-    pub fn send(&self, item: Outbound, write_through: bool) {
-        if write_through && self.queue.is_empty() && !self.shared.writing.load(Ordering::Relaxed) {
+        if let Outbound::Message(m) = &item {
+            link.messages_out.fetch_add(1, Ordering::Relaxed);
+            link.bytes_out.fetch_add(m.len() as u64, Ordering::Relaxed);
+        }
+        if write_through && queued == 0 && !link.writing.load(Ordering::Relaxed) {
             let bytes: &[u8] = match &item {
                 Outbound::Message(m) if !m.is_close() => m.wire(),
                 Outbound::Ping => &PING_FRAME,
-                _ => return self.enqueue(item),
+                _ => {
+                    link.enqueue(&self.queue, item);
+                    return true;
+                }
             };
-            match self.socket.get_ref().write(bytes) {
-                Ok(n) if n == bytes.len() => return,
+            match link.socket.get_ref().write(bytes) {
+                Ok(n) if n == bytes.len() => return true,
                 // The rest waits for the writer, which waits for room.
                 Ok(n) => {
                     let rest = match &item {
                         Outbound::Message(m) => m.wire().slice(n..),
                         _ => Bytes::copy_from_slice(&bytes[n..]),
                     };
-                    return self.enqueue(Outbound::Rest(rest));
+                    link.enqueue(&self.queue, Outbound::Rest(rest));
+                    return true;
                 }
                 // Full, interrupted or failed: the writer retries, or meets
                 // the error and ends the connection.
@@ -112,19 +163,30 @@ impl Outlet {
                 Err(_) => {}
             }
         }
-        self.enqueue(item);
-    }
-
-    fn enqueue(&self, item: Outbound) {
-        // Unbounded, so never full; closed only once the writer is gone, and
-        // then the reader's Leave is on its way and the item is moot.
-        let _ = self.queue.try_send(item);
+        link.enqueue(&self.queue, item);
+        true
     }
 
     /// Asks the writer to close with `code` after what is queued; the
     /// request also interrupts a write the peer is not taking.
     pub fn close(&self, code: CloseCode) {
-        self.enqueue(Outbound::Close(code));
-        self.shared.request_close(code);
+        self.link.enqueue(&self.queue, Outbound::Close(code));
+        self.link.request_close(code);
+    }
+
+    /// Counts a message of `bytes` sent outside [`Outlet::push`] (the welcome).
+    pub fn count_sent(&self, bytes: usize) {
+        self.link.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.link
+            .bytes_out
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Messages and bytes handed to this connection so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.link.messages_out.load(Ordering::Relaxed),
+            self.link.bytes_out.load(Ordering::Relaxed),
+        )
     }
 }

@@ -5,8 +5,6 @@
 //! close can interrupt it.
 
 use std::io::{ErrorKind, IoSlice, Write};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -14,7 +12,6 @@ use futures_lite::FutureExt;
 use socket2::SockRef;
 
 use super::frame::{PING_FRAME, close_frame};
-use super::outlet::Shared;
 use super::{Outbound, Socket};
 use crate::protocol::CloseCode;
 
@@ -28,8 +25,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) struct Writer {
     pub socket: Socket,
     pub outbound: Receiver<Outbound>,
-    /// The `writing` flag (see [`super::Outlet`]) and close requests.
-    pub shared: Arc<Shared>,
     pub shutdown_grace: Duration,
     pub done: Sender<()>,
 }
@@ -54,12 +49,13 @@ impl Writer {
     pub(super) async fn run(self) {
         // Spawned once the upgrade response is out: from now on the hub may
         // write to the socket itself while nothing is queued.
-        self.shared.writing.store(false, Ordering::Relaxed);
+        self.socket.set_writing(false);
         // The queue closes once the hub and the reader have both let go.
         while let Ok(first) = self.outbound.recv().await {
-            self.shared.writing.store(true, Ordering::Relaxed);
+            self.socket.set_writing(true);
+            self.socket.dequeued();
             let sent = self.write_batch(first).await;
-            self.shared.writing.store(false, Ordering::Relaxed);
+            self.socket.set_writing(false);
             match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
@@ -71,7 +67,11 @@ impl Writer {
         }
         // Whatever state the peer is in, the socket is finished; this also
         // wakes the reader if it is still waiting.
-        let _ = self.socket.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self
+            .socket
+            .socket
+            .get_ref()
+            .shutdown(std::net::Shutdown::Both);
         drop(self.done);
     }
 
@@ -81,7 +81,10 @@ impl Writer {
         let mut items = vec![first];
         while !ends_batch(&items[items.len() - 1]) && items.len() < MAX_BATCH {
             match self.outbound.try_recv() {
-                Ok(item) => items.push(item),
+                Ok(item) => {
+                    self.socket.dequeued();
+                    items.push(item);
+                }
                 Err(_) => break,
             }
         }
@@ -98,14 +101,14 @@ impl Writer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The peer is not keeping up: wait for room, unless a
                     // close is asked for meanwhile.
-                    let listener = self.shared.listen();
-                    if let Some(code) = self.shared.close_requested() {
+                    let listener = self.socket.listen();
+                    if let Some(code) = self.socket.close_requested() {
                         return Sent::Interrupted {
                             code,
                             partial: offset > 0,
                         };
                     }
-                    let ready = async { Some(self.socket.writable().await) }
+                    let ready = async { Some(self.socket.socket.writable().await) }
                         .or(async {
                             listener.await;
                             None
@@ -131,7 +134,7 @@ impl Writer {
         loop {
             let result = if frames.len() == 1 {
                 // std's TcpStream write is send(MSG_NOSIGNAL).
-                self.socket.get_ref().write(&frames[0][offset..])
+                self.socket.socket.get_ref().write(&frames[0][offset..])
             } else {
                 let slices: Vec<IoSlice<'_>> = frames
                     .iter()
@@ -141,7 +144,7 @@ impl Writer {
                     .collect();
                 // sendmsg rather than writev: no SIGPIPE for a program that
                 // embeds the hub without ignoring it.
-                SockRef::from(self.socket.get_ref())
+                SockRef::from(self.socket.socket.get_ref())
                     .send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
             };
             match result {
@@ -169,7 +172,7 @@ impl Writer {
                         Ok(0) => return false,
                         Ok(n) => offset += n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            if self.socket.writable().await.is_err() {
+                            if self.socket.socket.writable().await.is_err() {
                                 return false;
                             }
                         }

@@ -29,7 +29,7 @@ impl Hub {
             .iter()
             .map(|(name, room)| RoomInfo {
                 room: name.clone(),
-                subscribers: room.members.len(),
+                subscribers: room.len(),
                 last_seq: room.last_seq(),
                 members: None,
             })
@@ -43,7 +43,7 @@ impl Hub {
         let room = self.rooms.get(name).filter(|r| !r.is_idle())?;
         Some(RoomInfo {
             room: name.to_string(),
-            subscribers: room.members.len(),
+            subscribers: room.len(),
             last_seq: room.last_seq(),
             members: Some(self.members(name)),
         })
@@ -65,7 +65,7 @@ impl Hub {
         // Live connections' messages are counted here; closed ones were
         // added to the total when they left.
         let mut metrics = self.metrics.clone();
-        metrics.messages_out += self.conns.values().map(|c| c.messages_out).sum::<u64>();
+        metrics.messages_out += self.conns.values().map(|c| c.outlet.sent().0).sum::<u64>();
         metrics.render(Gauges {
             connections_active: self.conns.len(),
             rooms: self.rooms.len(),

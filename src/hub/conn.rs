@@ -55,9 +55,7 @@ pub(crate) struct Conn {
     pub last_seen: Instant,
     pub rooms: RoomSet,
     pub messages_in: u64,
-    pub messages_out: u64,
     pub bytes_in: u64,
-    pub bytes_out: u64,
     pub dropped: u64,
 }
 
@@ -67,19 +65,20 @@ impl Conn {
         self.claims.as_ref().map(|c| c.sub.as_str())
     }
 
-    /// Hands `item` to the connection unless `limit` items are already
-    /// waiting (`false`: the peer is a slow consumer). With `write_through`
-    /// an idle connection gets it written at once.
-    pub fn push(&mut self, item: Outbound, limit: usize, write_through: bool) -> bool {
-        if self.outlet.queued() >= limit {
-            return false;
+    /// Hands `item` to the connection unless `limit` items already wait
+    /// (`false`: the peer is a slow consumer). With `write_through` an idle
+    /// connection gets it written at once.
+    pub fn push(&self, item: Outbound, limit: usize, write_through: bool) -> bool {
+        self.outlet.push(item, limit, write_through)
+    }
+
+    /// What a room needs to broadcast to this connection.
+    pub fn member(&self) -> super::room::Member {
+        super::room::Member {
+            id: self.id,
+            encoding: self.encoding,
+            outlet: self.outlet.clone(),
         }
-        if let Outbound::Message(m) = &item {
-            self.messages_out += 1;
-            self.bytes_out += m.len() as u64;
-        }
-        self.outlet.send(item, write_through);
-        true
     }
 
     /// Asks the writer to close the connection with `code`.
@@ -89,6 +88,7 @@ impl Conn {
 
     /// The registry view of this connection.
     pub fn info(&self) -> ConnectionInfo {
+        let (messages_out, bytes_out) = self.outlet.sent();
         ConnectionInfo {
             connection_id: self.id.to_string(),
             user: self.user().map(str::to_string),
@@ -100,9 +100,9 @@ impl Conn {
             user_agent: self.user_agent.clone(),
             rooms: self.rooms.iter().cloned().collect(),
             messages_in: self.messages_in,
-            messages_out: self.messages_out,
+            messages_out,
             bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_out,
             dropped: self.dropped,
         }
     }

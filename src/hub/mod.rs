@@ -258,9 +258,7 @@ impl Hub {
             last_seen: now,
             rooms: RoomSet::default(),
             messages_in: 0,
-            messages_out: 0,
             bytes_in: 0,
-            bytes_out: 0,
             dropped: 0,
         };
         let welcome = json!({
@@ -276,15 +274,13 @@ impl Hub {
         let ts = timestamp_now();
         let env = Envelope::message("welcome", welcome, Some(&request.correlation_id), &ts, None);
         let welcome = encode(&env, conn.encoding);
-        conn.messages_out += 1;
-        conn.bytes_out += welcome.len() as u64;
+        conn.outlet.count_sent(welcome.len());
         for room in &request.rooms {
             conn.rooms.insert(room);
             self.rooms
                 .entry(room.clone())
                 .or_default()
-                .members
-                .insert(id);
+                .join(conn.member());
         }
         *self.per_ip.entry(ip).or_default() += 1;
         if let Some(user) = &user {
@@ -347,7 +343,7 @@ impl Hub {
         let conn = self.conns.remove(&id)?;
         for name in &conn.rooms {
             if let Some(room) = self.rooms.get_mut(name) {
-                room.members.remove(&id);
+                room.leave(id);
                 if room.is_idle() {
                     self.rooms.remove(name);
                 }
@@ -370,7 +366,7 @@ impl Hub {
         }
         let lasted = conn.connected.elapsed().as_secs_f64();
         self.metrics.disconnected(reason, lasted);
-        self.metrics.messages_out += conn.messages_out;
+        self.metrics.messages_out += conn.outlet.sent().0;
         self.log
             .info("connection closed")
             .field("connection_id", id)
@@ -379,7 +375,7 @@ impl Hub {
             .maybe("user", conn.user())
             .field("duration_s", (lasted * 1000.0).round() / 1000.0)
             .field("messages_in", conn.messages_in)
-            .field("messages_out", conn.messages_out)
+            .field("messages_out", conn.outlet.sent().0)
             .emit();
         Some(conn)
     }

@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::conn::Conn;
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Outbound, Status};
 use crate::config::LogLevel;
+use crate::connection::Outlet;
 use crate::log::Logger;
 use crate::protocol::{
     CloseCode, Encoded, Encoding, Envelope, ProtocolError, Publish, Published, Target, encode,
@@ -59,11 +59,17 @@ impl Hub {
                     Some(seq),
                 );
                 let mut record = EventRecord::new(Some(seq), json);
-                for member in room.members.iter().filter(|m| Some(**m) != except) {
-                    if let Some(conn) = self.conns.get_mut(member) {
-                        recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
-                        trace.queued(conn.id);
-                    }
+                for member in room.members().iter().filter(|m| Some(m.id) != except) {
+                    let delivered = deliver(
+                        member.id,
+                        member.encoding,
+                        &member.outlet,
+                        &mut record,
+                        limit,
+                        &mut slow,
+                    );
+                    recipients += usize::from(delivered);
+                    trace.queued(member.id);
                 }
                 self.metrics.encoded(true, record.has_msgpack());
                 room.remember(record, self.config.history_size);
@@ -84,8 +90,16 @@ impl Hub {
                 );
                 let mut record = EventRecord::new(None, json);
                 for member in self.users.get(user).into_iter().flatten() {
-                    if let Some(conn) = self.conns.get_mut(member) {
-                        recipients += usize::from(deliver(conn, &mut record, limit, &mut slow));
+                    if let Some(conn) = self.conns.get(member) {
+                        let delivered = deliver(
+                            conn.id,
+                            conn.encoding,
+                            &conn.outlet,
+                            &mut record,
+                            limit,
+                            &mut slow,
+                        );
+                        recipients += usize::from(delivered);
                         trace.queued(conn.id);
                     }
                 }
@@ -144,8 +158,16 @@ impl Hub {
     ) -> usize {
         let limit = (self.config.send_queue, self.write_through);
         let mut recipients = 0;
-        for conn in self.conns.values_mut() {
-            recipients += usize::from(deliver(conn, &mut record, limit, slow));
+        for conn in self.conns.values() {
+            let delivered = deliver(
+                conn.id,
+                conn.encoding,
+                &conn.outlet,
+                &mut record,
+                limit,
+                slow,
+            );
+            recipients += usize::from(delivered);
             trace.queued(conn.id);
         }
         self.metrics.encoded(true, record.has_msgpack());
@@ -207,13 +229,15 @@ impl Hub {
         }
     }
 
-    /// A room's members as `presence` and the registry show them.
+    /// A room's members as `presence` and the registry show them, by
+    /// connection ID.
     pub(super) fn members(&self, room: &str) -> Vec<Member> {
         let Some(room) = self.rooms.get(room) else {
             return Vec::new();
         };
-        room.members
-            .iter()
+        let mut ids: Vec<ConnId> = room.members().iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.iter()
             .filter_map(|id| self.conns.get(id))
             .map(|c| Member {
                 connection_id: c.id.to_string(),
@@ -245,18 +269,20 @@ impl Trace<'_> {
     }
 }
 
-/// Queues one event for one connection; `false` (and `conn` noted in
-/// `slow`) when its queue is full.
+/// Hands one event to one connection; `false` (and the connection noted
+/// in `slow`) when its queue is full.
 fn deliver(
-    conn: &mut Conn,
+    id: ConnId,
+    encoding: Encoding,
+    outlet: &Outlet,
     record: &mut EventRecord,
     (limit, write_through): (usize, bool),
     slow: &mut Vec<ConnId>,
 ) -> bool {
-    let item = Outbound::Message(record.encoded(conn.encoding));
-    let delivered = conn.push(item, limit, write_through);
+    let item = Outbound::Message(record.encoded(encoding));
+    let delivered = outlet.push(item, limit, write_through);
     if !delivered {
-        slow.push(conn.id);
+        slow.push(id);
     }
     delivered
 }

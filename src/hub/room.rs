@@ -1,11 +1,12 @@
 //! A room: its members, its seq counter, its ring of recent events, and the
 //! resume rule of PROTOCOL.md section 4. Also the encoded event itself.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::Value;
 
 use super::ConnId;
+use crate::connection::Outlet;
 use crate::protocol::{Encoded, Encoding};
 
 /// One published event, encoded once per encoding that asked for it.
@@ -58,16 +59,58 @@ pub(crate) struct Unavailable {
     pub oldest_seq: u64,
 }
 
+/// A room member: what a broadcast needs to reach it, kept in one array
+/// so that a fan-out walks memory in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub id: ConnId,
+    pub encoding: Encoding,
+    pub outlet: Outlet,
+}
+
 /// A room's members and history.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    /// Subscribed connections, in ID order so presence lists are stable.
-    pub members: BTreeSet<ConnId>,
+    members: Vec<Member>,
+    /// Where each member sits in `members`.
+    index: HashMap<ConnId, usize>,
     history: VecDeque<EventRecord>,
     last_seq: u64,
 }
 
 impl Room {
+    /// Adds a member; `false` if it was one already.
+    pub fn join(&mut self, member: Member) -> bool {
+        if self.index.contains_key(&member.id) {
+            return false;
+        }
+        self.index.insert(member.id, self.members.len());
+        self.members.push(member);
+        true
+    }
+
+    /// Removes a member; `false` if it was not one.
+    pub fn leave(&mut self, id: ConnId) -> bool {
+        let Some(at) = self.index.remove(&id) else {
+            return false;
+        };
+        self.members.swap_remove(at);
+        if let Some(moved) = self.members.get(at) {
+            self.index.insert(moved.id, at);
+        }
+        true
+    }
+
+    /// The members, in no particular order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// How many members the room has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
     /// The seq of the newest event, 0 before the first.
     pub fn last_seq(&self) -> u64 {
         self.last_seq

@@ -137,17 +137,16 @@ impl Hub {
             }
         }
 
-        let mut positions = BTreeMap::new();
-        for name in &sub.rooms {
-            let room = self.rooms.entry(name.clone()).or_default();
-            room.members.insert(id);
-            positions.insert(name.clone(), room.last_seq());
-        }
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(()); // closed as a slow consumer while sending errors
         };
-        for room in &sub.rooms {
-            conn.rooms.insert(room);
+        let mut positions = BTreeMap::new();
+        for name in &sub.rooms {
+            let room = self.rooms.entry(name.clone()).or_default();
+            if conn.rooms.insert(name) {
+                room.join(conn.member());
+            }
+            positions.insert(name.clone(), room.last_seq());
         }
         let mut payload = json!({"rooms": sub.rooms, "epoch": self.epoch, "positions": positions});
         if sub.since.is_some() {
@@ -194,7 +193,7 @@ impl Hub {
             if conn.rooms.remove(name)
                 && let Some(room) = self.rooms.get_mut(name)
             {
-                room.members.remove(&id);
+                room.leave(id);
                 if room.is_idle() {
                     self.rooms.remove(name);
                 }

@@ -128,43 +128,78 @@ impl Outlet {
     /// connection gets it written at once; otherwise it is queued for the
     /// writer.
     pub fn push(&self, item: Outbound, limit: usize, write_through: bool) -> bool {
-        let link = &*self.link;
-        let queued = link.queued.load(Ordering::Relaxed) as usize;
-        if queued >= limit {
-            return false;
-        }
-        if let Outbound::Message(m) = &item {
-            link.messages_out.fetch_add(1, Ordering::Relaxed);
-            link.bytes_out.fetch_add(m.len() as u64, Ordering::Relaxed);
-        }
-        if write_through && queued == 0 && !link.writing.load(Ordering::Relaxed) {
-            let bytes: &[u8] = match &item {
-                Outbound::Message(m) if !m.is_close() => m.wire(),
-                Outbound::Ping => &PING_FRAME,
-                _ => {
-                    link.enqueue(&self.queue, item);
-                    return true;
+        match item {
+            Outbound::Message(m) if !m.is_close() => self.push_message(&m, limit, write_through),
+            Outbound::Ping => {
+                if !self.has_room(limit) {
+                    return false;
                 }
-            };
-            match link.socket.get_ref().write(bytes) {
-                Ok(n) if n == bytes.len() => return true,
-                // The rest waits for the writer, which waits for room.
-                Ok(n) => {
-                    let rest = match &item {
-                        Outbound::Message(m) => m.wire().slice(n..),
-                        _ => Bytes::copy_from_slice(&bytes[n..]),
-                    };
-                    link.enqueue(&self.queue, Outbound::Rest(rest));
-                    return true;
+                if !(write_through && self.write_now(&PING_FRAME)) {
+                    self.link.enqueue(&self.queue, Outbound::Ping);
                 }
-                // Full, interrupted or failed: the writer retries, or meets
-                // the error and ends the connection.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => {}
+                true
+            }
+            other => {
+                if !self.has_room(limit) {
+                    return false;
+                }
+                self.link.enqueue(&self.queue, other);
+                true
             }
         }
-        link.enqueue(&self.queue, item);
+    }
+
+    /// [`Outlet::push`] for an event shared by many connections: the frame
+    /// is cloned only if it has to wait in the queue.
+    pub fn push_message(&self, message: &Encoded, limit: usize, write_through: bool) -> bool {
+        if !self.has_room(limit) {
+            return false;
+        }
+        self.count_sent(message.len());
+        let bytes: &[u8] = message.wire();
+        if write_through {
+            match self.write_idle(bytes) {
+                Some(n) if n == bytes.len() => return true,
+                // The rest waits for the writer, which waits for room.
+                Some(n) => {
+                    let rest = Outbound::Rest(message.wire().slice(n..));
+                    self.link.enqueue(&self.queue, rest);
+                    return true;
+                }
+                None => {}
+            }
+        }
+        self.link
+            .enqueue(&self.queue, Outbound::Message(message.clone()));
         true
+    }
+
+    fn has_room(&self, limit: usize) -> bool {
+        (self.link.queued.load(Ordering::Relaxed) as usize) < limit
+    }
+
+    /// Writes a small frame whole if the connection is idle; `false` if it
+    /// must be queued instead.
+    fn write_now(&self, frame: &[u8]) -> bool {
+        self.write_idle(frame) == Some(frame.len())
+    }
+
+    /// Writes `bytes` at once when nothing is queued or in flight: how many
+    /// went out, or `None` when nothing was written (busy, full or failed:
+    /// the writer then retries, or meets the error and ends the connection).
+    fn write_idle(&self, bytes: &[u8]) -> Option<usize> {
+        let link = &*self.link;
+        if link.queued.load(Ordering::Relaxed) != 0 || link.writing.load(Ordering::Relaxed) {
+            return None;
+        }
+        loop {
+            match link.socket.get_ref().write(bytes) {
+                Ok(0) => return None,
+                Ok(n) => return Some(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
     }
 
     /// Asks the writer to close with `code` after what is queued; the

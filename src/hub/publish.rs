@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::room::EventRecord;
-use super::{ComponentState, ConnId, Hub, Member, Outbound, Status};
+use super::{ComponentState, ConnId, Hub, Member, Status};
 use crate::config::LogLevel;
 use crate::connection::Outlet;
 use crate::log::Logger;
@@ -279,8 +279,7 @@ fn deliver(
     (limit, write_through): (usize, bool),
     slow: &mut Vec<ConnId>,
 ) -> bool {
-    let item = Outbound::Message(record.encoded(encoding));
-    let delivered = outlet.push(item, limit, write_through);
+    let delivered = outlet.push_message(record.encoded(encoding), limit, write_through);
     if !delivered {
         slow.push(id);
     }

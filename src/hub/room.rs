@@ -35,18 +35,16 @@ impl EventRecord {
 
     /// The event in `encoding`; MessagePack is transcoded from the JSON the
     /// first time a MessagePack member needs it, then shared.
-    pub fn encoded(&mut self, encoding: Encoding) -> Encoded {
+    pub fn encoded(&mut self, encoding: Encoding) -> &Encoded {
         match encoding {
-            Encoding::Json => self.json.clone(),
+            Encoding::Json => &self.json,
             Encoding::MsgPack => {
                 let json = &self.json;
-                self.msgpack
-                    .get_or_insert_with(|| {
-                        let value: Value = serde_json::from_slice(json.payload())
-                            .expect("the hub's own JSON parses");
-                        crate::protocol::encode(&value, Encoding::MsgPack)
-                    })
-                    .clone()
+                self.msgpack.get_or_insert_with(|| {
+                    let value: Value =
+                        serde_json::from_slice(json.payload()).expect("the hub's own JSON parses");
+                    crate::protocol::encode(&value, Encoding::MsgPack)
+                })
             }
         }
     }
@@ -212,8 +210,8 @@ mod tests {
     fn msgpack_is_transcoded_once_from_json() {
         let json = crate::protocol::encode(&serde_json::json!({"type":"t","n":1}), Encoding::Json);
         let mut e = EventRecord::new(Some(1), json);
-        let first = e.encoded(Encoding::MsgPack);
-        let second = e.encoded(Encoding::MsgPack);
+        let first = e.encoded(Encoding::MsgPack).clone();
+        let second = e.encoded(Encoding::MsgPack).clone();
         assert!(first.is_binary());
         assert_eq!(
             first.wire().as_ptr(),

@@ -172,7 +172,11 @@ impl Hub {
                 if encoding == Encoding::MsgPack && !event.has_msgpack() {
                     self.metrics.encoded(false, true);
                 }
-                if !conn.push(Outbound::Message(event.encoded(encoding)), limit, false) {
+                if !conn.push(
+                    Outbound::Message(event.encoded(encoding).clone()),
+                    limit,
+                    false,
+                ) {
                     overflow = true;
                     break;
                 }

@@ -59,6 +59,9 @@ impl Hub {
                     Some(seq),
                 );
                 let mut record = EventRecord::new(Some(seq), json);
+                for member in room.members() {
+                    member.outlet.warm();
+                }
                 for member in room.members().iter().filter(|m| Some(m.id) != except) {
                     let delivered = deliver(
                         member.id,

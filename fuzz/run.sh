@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-for target in decode_message parse_head room_name; do
+for target in decode_message parse_head room_name frame_decoder; do
     mkdir -p "fuzz/corpus/$target"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1

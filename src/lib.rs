@@ -67,9 +67,10 @@ pub use hub::{ConnectionInfo, Status};
 pub use protocol::{Publish, Published, Target};
 pub use server::{Handle, serve};
 
-/// Fuzzing entry points: the three parsers that take untrusted bytes.
+/// Fuzzing entry points: the parsers that take untrusted bytes.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::connection::FrameDecoder;
     pub use crate::http::parse_head;
     pub use crate::protocol::{Encoding, decode, is_valid_room};
 }

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use wshub::fuzzing::{Encoding, decode, is_valid_room, parse_head};
+use wshub::fuzzing::{Encoding, FrameDecoder, decode, is_valid_room, parse_head};
 use wshub::protocol::{ErrorCode, Request};
 
 const DECODE_CODES: [ErrorCode; 3] = [
@@ -38,8 +38,88 @@ fn message() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// A masked client frame.
+fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_frame_decoder(bytes in prop::collection::vec(any::<u8>(), 0..1024), cut in any::<usize>()) {
+        let mut decoder = FrameDecoder::new(512);
+        let cut = cut % (bytes.len() + 1);
+        let mut pending = bytes[..cut].to_vec();
+        for step in 0..2 {
+            match decoder.decode(&pending) {
+                Ok((used, _)) => {
+                    prop_assert!(used <= pending.len());
+                    pending.drain(..used);
+                }
+                Err(code) => {
+                    prop_assert!([1002, 1007, 1009].contains(&code));
+                    break;
+                }
+            }
+            if step == 0 {
+                pending.extend_from_slice(&bytes[cut..]);
+            }
+        }
+    }
+
+    #[test]
+    fn fragmented_masked_messages_decode_whatever_the_reads(
+        messages in prop::collection::vec(("[ -~]{0,300}", 1usize..4, any::<[u8; 4]>()), 1..6),
+        reads in prop::collection::vec(1usize..64, 1..50),
+    ) {
+        let mut wire = Vec::new();
+        for (text, pieces, mask) in &messages {
+            let bytes = text.as_bytes();
+            let size = bytes.len().div_ceil(*pieces).max(1);
+            let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(size).collect() };
+            for (i, chunk) in chunks.iter().enumerate() {
+                let opcode = if i == 0 { 0x1 } else { 0x0 };
+                let fin = if i + 1 == chunks.len() { 0x80 } else { 0 };
+                wire.extend(client_frame(fin | opcode, chunk, *mask));
+                if i == 0 {
+                    wire.extend(client_frame(0x89, b"ping", *mask)); // a control frame in between
+                }
+            }
+        }
+        let mut decoder = FrameDecoder::new(1 << 16);
+        let mut pending = Vec::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for read in reads.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + read).min(wire.len());
+            pending.extend_from_slice(&wire[at..end]);
+            at = end;
+            let (used, data) = decoder.decode(&pending).map_err(|c| TestCaseError::fail(format!("close {c}")))?;
+            pending.drain(..used);
+            got.extend(data);
+        }
+        prop_assert!(pending.is_empty());
+        let want: Vec<Vec<u8>> = messages.iter().map(|(t, _, _)| t.as_bytes().to_vec()).collect();
+        prop_assert_eq!(got, want);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -190,6 +190,39 @@ impl Decoder {
     }
 }
 
+/// The decoder as fuzz targets and property tests drive it: bytes in; the
+/// bytes used and the data messages' payloads out, or the close code a
+/// violation calls for.
+#[derive(Debug)]
+pub struct FrameDecoder(Decoder);
+
+impl FrameDecoder {
+    /// A decoder refusing messages over `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self(Decoder::new(max_message))
+    }
+
+    /// Decodes the complete frames at the start of `buf`.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<(usize, Vec<Vec<u8>>), u16> {
+        let mut out = Vec::new();
+        let used = self.0.decode(buf, &mut out).map_err(|v| -> u16 {
+            match v {
+                Violation::Protocol(_) => 1002,
+                Violation::InvalidUtf8 => 1007,
+                Violation::TooBig => 1009,
+            }
+        })?;
+        let data = out
+            .into_iter()
+            .filter_map(|m| match m {
+                Incoming::Text(p) | Incoming::Binary(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        Ok((used, data))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,

@@ -14,6 +14,7 @@ mod outlet;
 mod rate;
 mod writer;
 
+pub use frame::FrameDecoder;
 pub(crate) use outlet::Link;
 pub use outlet::{Outbound, Outlet};
 pub use rate::{RateLimiter, Verdict};

@@ -35,13 +35,17 @@
 //! - `server`: binds the socket, runs the hub thread's one executor with the
 //!   accept loop, and hands out the [`Handle`].
 //! - `http`: request heads, the HTTP routes, the WebSocket upgrade.
-//! - `connection`: a reader and a writer task per WebSocket.
+//! - `connection`: one WebSocket: RFC 6455 frame decoding, a reader and a
+//!   writer task, and the `Outlet` through which the hub hands it messages
+//!   (written at once to an idle socket, queued for the writer otherwise).
 //! - [`hub`]: the task that owns connections, rooms, history and counters,
 //!   reached only through commands on an async channel.
 //! - [`auth`] (JWT, room patterns), `schema` (event schemas), [`metrics`]
 //!   (Prometheus text), `log` (JSON lines on stderr).
 //! - [`testing`]: a hub on an ephemeral port and a WebSocket test client.
-//! - `cli`: the `wshub` subcommands besides `serve`.
+//! - `cli`: the command line: `serve`, `token`, `listen`, `publish`, `bench`.
+//!
+//! ARCHITECTURE.md tells where this goes beyond DESIGN.md, and why.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

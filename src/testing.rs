@@ -467,6 +467,64 @@ pub async fn connect_raw(
     Ok(ws)
 }
 
+/// A client WebSocket frame: `first` is the first byte (FIN, RSV, opcode),
+/// the payload masked as RFC 6455 requires of clients. For tests that send
+/// frames by hand, well-formed or not.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame_masked(first, payload, [0xA1, 0x02, 0xB3, 0x04])
+}
+
+/// [`client_frame`] with a chosen masking key.
+pub fn client_frame_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![first];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A blocking socket that completed the upgrade to `/ws{query}` and has
+/// read nothing past the 101 response (the welcome frame is still there);
+/// reads time out after [`TIMEOUT`]. Panics if the upgrade is refused.
+pub fn raw_upgrade(addr: std::net::SocketAddr, query: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect to the hub");
+    socket
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("set a read timeout");
+    write!(
+        socket,
+        "GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("send the upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            socket.read(&mut byte).expect("read the response"),
+            1,
+            "closed mid-response"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "upgrade refused: {}",
+        String::from_utf8_lossy(&head)
+    );
+    socket
+}
+
 /// Runs `future` for at most [`TIMEOUT`].
 pub async fn within<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
     async { Some(future.await) }

@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use wshub::testing::TestHub;
@@ -25,20 +24,8 @@ struct Frame {
 
 impl Raw {
     fn connect(hub: &TestHub, query: &str) -> Raw {
-        let mut s = TcpStream::connect(hub.handle().addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
+        let s = wshub::testing::raw_upgrade(hub.handle().addr(), query);
         let mut raw = Raw { s, buf: Vec::new() };
-        while !raw.buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            raw.fill();
-        }
-        let end = raw.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(raw.buf.starts_with(b"HTTP/1.1 101"));
-        raw.buf.drain(..end);
         let welcome = raw.frame().expect("a welcome frame");
         assert_eq!(welcome.opcode, 1);
         raw
@@ -113,22 +100,7 @@ impl Raw {
 }
 
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0xA1, 0x02, 0xB3, 0x04];
-    let mut f = vec![first];
-    match payload.len() {
-        n @ 0..=125 => f.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    wshub::testing::client_frame(first, payload)
 }
 
 #[test]

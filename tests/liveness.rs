@@ -3,7 +3,6 @@
 //! consumer (4009), oversize messages (1009), and that every kind of
 //! disconnect leaves nothing behind in the hub.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -12,27 +11,9 @@ use futures_lite::StreamExt;
 use serde_json::{Value, json};
 use wshub::testing::{Closed, TestClient, TestHub, connect_raw};
 
-/// A raw TCP socket that completed the upgrade and then does nothing.
+/// A socket that upgraded to `/ws{query}` and then neither reads nor writes.
 fn raw_websocket(hub: &TestHub, query: &str) -> TcpStream {
-    let mut s = TcpStream::connect(hub.handle().addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
+    wshub::testing::raw_upgrade(hub.handle().addr(), query)
 }
 
 async fn connections(hub: &TestHub) -> usize {

@@ -3,7 +3,6 @@
 //! against a scripted scenario, counter by counter.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -15,21 +14,7 @@ const SECRET: &str = "ops-secret";
 
 /// A socket that upgraded to `/ws{query}` and then neither reads nor writes.
 fn raw_websocket(hub: &TestHub, query: &str) -> TcpStream {
-    let mut s = TcpStream::connect(hub.handle().addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    s
+    wshub::testing::raw_upgrade(hub.handle().addr(), query)
 }
 
 /// The scrape as `name{labels}` → value, histograms as `name_count`.

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use wshub::fuzzing::{Encoding, FrameDecoder, decode, is_valid_room, parse_head};
 use wshub::protocol::{ErrorCode, Request};
+use wshub::testing::client_frame_masked as client_frame;
 
 const DECODE_CODES: [ErrorCode; 3] = [
     ErrorCode::InvalidJson,
@@ -36,25 +37,6 @@ fn message() -> impl Strategy<Value = Value> {
         room().prop_map(|r| json!({"type": "presence", "room": r})),
         "[A-Za-z0-9._-]{0,64}".prop_map(|t| json!({"type": "refresh", "token": t})),
     ]
-}
-
-/// A masked client frame.
-fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![first];
-    match payload.len() {
-        n @ 0..=125 => f.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
 }
 
 proptest! {

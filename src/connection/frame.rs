@@ -295,24 +295,8 @@ pub(crate) const PING_FRAME: [u8; 2] = [0x80 | PING, 0];
 mod tests {
     use super::*;
 
-    /// A masked client frame.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut f = vec![first];
-        match payload.len() {
-            n @ 0..=125 => f.push(0x80 | n as u8),
-            n @ 126..=0xFFFF => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
+        crate::testing::client_frame_masked(first, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Incoming>, Violation> {

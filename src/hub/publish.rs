@@ -36,100 +36,55 @@ impl Hub {
             return Ok(first.clone());
         }
         let id = new_uuid();
-        let ts = timestamp_now();
-        let limit = (self.config.send_queue, self.write_through);
-        let mut slow = Vec::new();
-        let mut recipients = 0;
-        let trace = Trace {
-            log: self.log,
-            correlation_id: &correlation_id,
-            event_id: &id,
-        };
         let seq = match &publish.target {
+            Target::Room(name) => Some(self.rooms.entry(name.clone()).or_default().next_seq()),
+            _ => None,
+        };
+        let json = event_json(
+            &publish.kind,
+            &publish.payload,
+            &correlation_id,
+            &id,
+            publish.room(),
+            seq,
+        );
+        let mut fanout = self.fanout(EventRecord::new(seq, json), &correlation_id, &id);
+        match &publish.target {
             Target::Room(name) => {
-                let room = self.rooms.entry(name.clone()).or_default();
-                let seq = room.next_seq();
-                let json = event_json(
-                    &publish.kind,
-                    &publish.payload,
-                    &correlation_id,
-                    &ts,
-                    &id,
-                    Some(name),
-                    Some(seq),
-                );
-                let mut record = EventRecord::new(Some(seq), json);
+                let room = self.rooms.get_mut(name).expect("created above");
+                // Read every member's state first: the cache misses then
+                // overlap instead of stalling one send each.
                 for member in room.members() {
                     member.outlet.warm();
                 }
                 for member in room.members().iter().filter(|m| Some(m.id) != except) {
-                    let delivered = deliver(
-                        member.id,
-                        member.encoding,
-                        &member.outlet,
-                        &mut record,
-                        limit,
-                        &mut slow,
-                    );
-                    recipients += usize::from(delivered);
-                    trace.queued(member.id);
+                    fanout.to(member.id, member.encoding, &member.outlet);
                 }
-                self.metrics.encoded(true, record.has_msgpack());
-                room.remember(record, self.config.history_size);
-                if room.is_idle() {
-                    self.rooms.remove(name);
-                }
-                Some(seq)
             }
             Target::User(user) => {
-                let json = event_json(
-                    &publish.kind,
-                    &publish.payload,
-                    &correlation_id,
-                    &ts,
-                    &id,
-                    None,
-                    None,
-                );
-                let mut record = EventRecord::new(None, json);
-                for member in self.users.get(user).into_iter().flatten() {
-                    if let Some(conn) = self.conns.get(member) {
-                        let delivered = deliver(
-                            conn.id,
-                            conn.encoding,
-                            &conn.outlet,
-                            &mut record,
-                            limit,
-                            &mut slow,
-                        );
-                        recipients += usize::from(delivered);
-                        trace.queued(conn.id);
+                for conn in self.users.get(user).into_iter().flatten() {
+                    if let Some(conn) = self.conns.get(conn) {
+                        fanout.to(conn.id, conn.encoding, &conn.outlet);
                     }
                 }
-                self.metrics.encoded(true, record.has_msgpack());
-                None
             }
             Target::Everyone => {
-                let json = event_json(
-                    &publish.kind,
-                    &publish.payload,
-                    &correlation_id,
-                    &ts,
-                    &id,
-                    None,
-                    None,
-                );
-                recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow, trace);
-                None
+                for conn in self.conns.values() {
+                    fanout.to(conn.id, conn.encoding, &conn.outlet);
+                }
             }
-        };
+        }
+        let recipients = self.finish(fanout.done(), publish.room());
+        if let Target::Room(name) = &publish.target
+            && let Some(room) = self.rooms.get_mut(name)
+            && room.is_idle()
+        {
+            self.rooms.remove(name);
+        }
         self.metrics
             .broadcast
             .observe(started.elapsed().as_secs_f64());
         self.metrics.events_published += 1;
-        for conn in slow {
-            self.close(conn, CloseCode::SlowConsumer);
-        }
         self.log
             .info("event published")
             .field("correlation_id", &correlation_id)
@@ -153,28 +108,40 @@ impl Hub {
         Ok(published)
     }
 
-    fn deliver_to_all(
-        &mut self,
-        mut record: EventRecord,
-        slow: &mut Vec<ConnId>,
-        trace: Trace<'_>,
-    ) -> usize {
-        let limit = (self.config.send_queue, self.write_through);
-        let mut recipients = 0;
-        for conn in self.conns.values() {
-            let delivered = deliver(
-                conn.id,
-                conn.encoding,
-                &conn.outlet,
-                &mut record,
-                limit,
-                slow,
-            );
-            recipients += usize::from(delivered);
-            trace.queued(conn.id);
+    /// A fan-out of `record` with this hub's queue limit and write mode.
+    fn fanout<'a>(
+        &self,
+        record: EventRecord,
+        correlation_id: &'a str,
+        event_id: &'a str,
+    ) -> Fanout<'a> {
+        Fanout {
+            record,
+            limit: self.config.send_queue,
+            write_through: self.write_through,
+            recipients: 0,
+            slow: Vec::new(),
+            trace: Trace {
+                log: self.log,
+                correlation_id,
+                event_id,
+            },
         }
-        self.metrics.encoded(true, record.has_msgpack());
-        recipients
+    }
+
+    /// Counts a finished fan-out, keeps an event of `room` in its history,
+    /// and closes the slow consumers it found; returns the recipients.
+    fn finish(&mut self, done: Done, room: Option<&str>) -> usize {
+        self.metrics.encoded(true, done.record.has_msgpack());
+        // History first: closing the last member must not drop the room
+        // before its newest event is kept.
+        if let Some(room) = room.and_then(|name| self.rooms.get_mut(name)) {
+            room.remember(done.record, self.config.history_size);
+        }
+        for conn in done.slow {
+            self.close(conn, CloseCode::SlowConsumer);
+        }
+        done.recipients
     }
 
     /// Records a component's health; a change goes to every connection as
@@ -194,27 +161,13 @@ impl Hub {
                 "detail": state.detail,
                 "overall": self.health.overall(),
             });
-            let ts = timestamp_now();
             let id = new_uuid();
-            let json = event_json(
-                "health_status",
-                &payload,
-                correlation_id,
-                &ts,
-                &id,
-                None,
-                None,
-            );
-            let mut slow = Vec::new();
-            let trace = Trace {
-                log: self.log,
-                correlation_id,
-                event_id: &id,
-            };
-            let recipients = self.deliver_to_all(EventRecord::new(None, json), &mut slow, trace);
-            for conn in slow {
-                self.close(conn, CloseCode::SlowConsumer);
+            let json = event_json("health_status", &payload, correlation_id, &id, None, None);
+            let mut fanout = self.fanout(EventRecord::new(None, json), correlation_id, &id);
+            for conn in self.conns.values() {
+                fanout.to(conn.id, conn.encoding, &conn.outlet);
             }
+            let recipients = self.finish(fanout.done(), None);
             self.log
                 .info("health changed")
                 .field("correlation_id", correlation_id)
@@ -272,21 +225,42 @@ impl Trace<'_> {
     }
 }
 
-/// Hands one event to one connection; `false` (and the connection noted
-/// in `slow`) when its queue is full.
-fn deliver(
-    id: ConnId,
-    encoding: Encoding,
-    outlet: &Outlet,
-    record: &mut EventRecord,
-    (limit, write_through): (usize, bool),
-    slow: &mut Vec<ConnId>,
-) -> bool {
-    let delivered = outlet.push_message(record.encoded(encoding), limit, write_through);
-    if !delivered {
-        slow.push(id);
+/// One event on its way to its recipients.
+struct Fanout<'a> {
+    record: EventRecord,
+    limit: usize,
+    write_through: bool,
+    recipients: usize,
+    slow: Vec<ConnId>,
+    trace: Trace<'a>,
+}
+
+/// What a fan-out leaves for [`Hub::finish`].
+struct Done {
+    record: EventRecord,
+    recipients: usize,
+    slow: Vec<ConnId>,
+}
+
+impl Fanout<'_> {
+    /// Hands the event to one connection; a full queue marks it slow.
+    fn to(&mut self, id: ConnId, encoding: Encoding, outlet: &Outlet) {
+        let message = self.record.encoded(encoding);
+        if outlet.push_message(message, self.limit, self.write_through) {
+            self.recipients += 1;
+        } else {
+            self.slow.push(id);
+        }
+        self.trace.queued(id);
     }
-    delivered
+
+    fn done(self) -> Done {
+        Done {
+            record: self.record,
+            recipients: self.recipients,
+            slow: self.slow,
+        }
+    }
 }
 
 /// An event's JSON frame, encoded once for every recipient and the history.
@@ -294,16 +268,16 @@ fn event_json<P: Serialize>(
     kind: &str,
     payload: &P,
     correlation_id: &str,
-    timestamp: &str,
     id: &str,
     room: Option<&str>,
     seq: Option<u64>,
 ) -> Encoded {
+    let timestamp = timestamp_now();
     let env = Envelope {
         id: Some(id),
         room: Some(room),
         seq,
-        ..Envelope::message(kind, payload, Some(correlation_id), timestamp, None)
+        ..Envelope::message(kind, payload, Some(correlation_id), &timestamp, None)
     };
     encode(&env, Encoding::Json)
 }

@@ -333,6 +333,26 @@ fn read_one_response(s: &mut TcpStream) -> HttpResponse {
 }
 
 #[test]
+fn expect_100_continue_gets_the_go_ahead() {
+    let hub = TestHub::start();
+    let mut s = TcpStream::connect(hub.handle().addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = r#"{"room":"c","type":"t","payload":{}}"#;
+    write!(
+        s,
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let r = read_one_response(&mut s);
+    assert_eq!(r.status, 202);
+}
+
+#[test]
 fn idempotency_keys_publish_once() {
     let hub = TestHub::start();
     smol::block_on(async {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use futures_lite::AsyncWriteExt;
 use serde_json::{Value, json};
 use smol::Async;
 
@@ -244,6 +245,11 @@ async fn read_body(
                 ctx.config.max_message_bytes
             ),
         ));
+    }
+    // A client that asked to hear before sending the body (curl does, for
+    // large bodies) gets the go-ahead; one it does not need is harmless.
+    if len > buf.len() && request.has_token("expect", "100-continue") {
+        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
     }
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     read_exact_into(stream, buf, len, deadline)

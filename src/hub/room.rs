@@ -41,8 +41,11 @@ impl EventRecord {
             Encoding::MsgPack => {
                 let json = &self.json;
                 self.msgpack.get_or_insert_with(|| {
+                    // The hub's own JSON, no deeper than the input it was
+                    // made from (both parsers stop at depth 128), so it
+                    // parses; a null stands in rather than a panic.
                     let value: Value =
-                        serde_json::from_slice(json.payload()).expect("the hub's own JSON parses");
+                        serde_json::from_slice(json.payload()).unwrap_or(Value::Null);
                     crate::protocol::encode(&value, Encoding::MsgPack)
                 })
             }
@@ -204,6 +207,30 @@ mod tests {
         let mut no_history = room_with(3, 0);
         assert_eq!(seqs(&mut no_history, 3), Ok(vec![]));
         assert_eq!(seqs(&mut no_history, 2), Err(Unavailable { oldest_seq: 4 }));
+    }
+
+    #[test]
+    fn the_deepest_accepted_payload_transcodes() {
+        // The deepest client message the JSON decoder accepts...
+        let body = |depth: usize| {
+            format!(
+                "{{\"type\":\"publish\",\"room\":\"r\",\"event\":\"t\",\"payload\":{{\"a\":{}{}}}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let message = (100..200)
+            .rev()
+            .find_map(|depth| crate::protocol::decode(body(depth).as_bytes(), Encoding::Json).ok())
+            .unwrap();
+        let crate::protocol::Request::Publish { payload, .. } = message.request else {
+            panic!()
+        };
+        // ...becomes an event whose JSON parses again for MessagePack.
+        let env = crate::protocol::Envelope::message("t", &payload, None, "ts", None);
+        let mut e = EventRecord::new(Some(1), crate::protocol::encode(&env, Encoding::Json));
+        let v: Value = rmp_serde::from_slice(e.encoded(Encoding::MsgPack).payload()).unwrap();
+        assert!(v.is_object(), "transcoded, not the null fallback");
     }
 
     #[test]

@@ -30,9 +30,6 @@ use crate::hub::{Command, ConnId, HubClient};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use frame::{Decoder, Incoming, Violation};
 
-/// A connection's socket and shared state, held by its hub, reader and writer.
-pub(crate) type Socket = Arc<Link>;
-
 /// Bytes read per syscall, into the stack: a burst of small messages is
 /// one read, and nothing stays allocated between reads.
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,7 +48,7 @@ pub(crate) struct Pipes {
 }
 
 /// The hub's outlet to a new connection on `link`, and the rest of its pipes.
-pub(crate) fn pipes(link: &Socket) -> (Outlet, Pipes) {
+pub(crate) fn pipes(link: &Arc<Link>) -> (Outlet, Pipes) {
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
     let outlet = Outlet::new(link.clone(), outbound_tx.clone());
     let pipes = Pipes {
@@ -76,21 +73,21 @@ pub(crate) struct Upgraded {
     pub done: Sender<()>,
 }
 
-/// Starts the connection's reader and writer tasks on `socket`, whose
+/// Starts the connection's reader and writer tasks on `link`, whose
 /// upgrade response (and welcome) has been written; `leftover` holds bytes
 /// read past the request head. Each task is spawned on its own, so neither
 /// carries the state of the HTTP exchange that led here.
-pub(crate) fn start(socket: Socket, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
+pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner: &Spawner) {
     let pipes = conn.pipes;
     let writer = writer::Writer {
-        socket: socket.clone(),
+        link: link.clone(),
         outbound: pipes.outbound_rx,
         shutdown_grace: conn.shutdown_grace,
         done: conn.done,
     };
     let now = Instant::now();
     let reader = Reader {
-        socket,
+        link,
         id: conn.id,
         encoding: conn.encoding,
         hub: conn.hub,
@@ -145,7 +142,7 @@ enum Got {
 }
 
 struct Reader {
-    socket: Socket,
+    link: Arc<Link>,
     id: ConnId,
     encoding: Encoding,
     hub: HubClient,
@@ -213,7 +210,7 @@ impl Reader {
                 // Let everyone else run between two reads of a busy client.
                 Got::Data => futures_lite::future::yield_now().await,
                 Got::WouldBlock => {
-                    if self.socket.socket.readable().await.is_err() {
+                    if self.link.socket.readable().await.is_err() {
                         return Ending::error();
                     }
                 }
@@ -227,7 +224,7 @@ impl Reader {
     fn read(&mut self, messages: &mut Vec<Incoming>) -> Got {
         let mut chunk = [0u8; READ_CHUNK];
         let n = loop {
-            match self.socket.socket.get_ref().read(&mut chunk) {
+            match self.link.socket.get_ref().read(&mut chunk) {
                 Ok(0) => return Got::Eof,
                 Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -280,13 +277,13 @@ impl Reader {
                 // The writer owns the socket's write side; a failed send
                 // means it is already closing.
                 let pong = Outbound::Message(frame::pong_frame(&payload));
-                self.socket.enqueue(&self.outbound, pong);
+                self.link.enqueue(&self.outbound, pong);
                 return self.alive(now);
             }
             Incoming::Pong => return self.alive(now),
             Incoming::Close(code) => {
                 let echo = Outbound::Message(frame::close_frame(code, ""));
-                self.socket.enqueue(&self.outbound, echo);
+                self.link.enqueue(&self.outbound, echo);
                 return Step::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
@@ -354,8 +351,8 @@ impl Reader {
     fn close(&mut self, code: CloseCode) -> Ending {
         // As the hub does it: queued, and recorded to interrupt a stuck
         // write. A failed send means the writer is gone already.
-        self.socket.enqueue(&self.outbound, Outbound::Close(code));
-        self.socket.request_close(code);
+        self.link.enqueue(&self.outbound, Outbound::Close(code));
+        self.link.request_close(code);
         Ending::with(code)
     }
 }

@@ -12,7 +12,9 @@ use futures_lite::FutureExt;
 use socket2::SockRef;
 
 use super::frame::{PING_FRAME, close_frame};
-use super::{Outbound, Socket};
+use std::sync::Arc;
+
+use super::{Link, Outbound};
 use crate::protocol::CloseCode;
 
 /// Frames gathered into one write at most; also keeps one busy connection
@@ -23,7 +25,7 @@ const MAX_BATCH: usize = 128;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) struct Writer {
-    pub socket: Socket,
+    pub link: Arc<Link>,
     pub outbound: Receiver<Outbound>,
     pub shutdown_grace: Duration,
     pub done: Sender<()>,
@@ -49,13 +51,13 @@ impl Writer {
     pub(super) async fn run(self) {
         // Spawned once the upgrade response is out: from now on the hub may
         // write to the socket itself while nothing is queued.
-        self.socket.set_writing(false);
+        self.link.set_writing(false);
         // The queue closes once the hub and the reader have both let go.
         while let Ok(first) = self.outbound.recv().await {
-            self.socket.set_writing(true);
-            self.socket.dequeued();
+            self.link.set_writing(true);
+            self.link.dequeued();
             let sent = self.write_batch(first).await;
-            self.socket.set_writing(false);
+            self.link.set_writing(false);
             match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
@@ -68,7 +70,7 @@ impl Writer {
         // Whatever state the peer is in, the socket is finished; this also
         // wakes the reader if it is still waiting.
         let _ = self
-            .socket
+            .link
             .socket
             .get_ref()
             .shutdown(std::net::Shutdown::Both);
@@ -82,7 +84,7 @@ impl Writer {
         while !ends_batch(&items[items.len() - 1]) && items.len() < MAX_BATCH {
             match self.outbound.try_recv() {
                 Ok(item) => {
-                    self.socket.dequeued();
+                    self.link.dequeued();
                     items.push(item);
                 }
                 Err(_) => break,
@@ -101,14 +103,14 @@ impl Writer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The peer is not keeping up: wait for room, unless a
                     // close is asked for meanwhile.
-                    let listener = self.socket.listen();
-                    if let Some(code) = self.socket.close_requested() {
+                    let listener = self.link.listen();
+                    if let Some(code) = self.link.close_requested() {
                         return Sent::Interrupted {
                             code,
                             partial: offset > 0,
                         };
                     }
-                    let ready = async { Some(self.socket.socket.writable().await) }
+                    let ready = async { Some(self.link.socket.writable().await) }
                         .or(async {
                             listener.await;
                             None
@@ -134,7 +136,7 @@ impl Writer {
         loop {
             let result = if frames.len() == 1 {
                 // std's TcpStream write is send(MSG_NOSIGNAL).
-                self.socket.socket.get_ref().write(&frames[0][offset..])
+                self.link.socket.get_ref().write(&frames[0][offset..])
             } else {
                 let slices: Vec<IoSlice<'_>> = frames
                     .iter()
@@ -144,7 +146,7 @@ impl Writer {
                     .collect();
                 // sendmsg rather than writev: no SIGPIPE for a program that
                 // embeds the hub without ignoring it.
-                SockRef::from(self.socket.socket.get_ref())
+                SockRef::from(self.link.socket.get_ref())
                     .send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
             };
             match result {
@@ -172,7 +174,7 @@ impl Writer {
                         Ok(0) => return false,
                         Ok(n) => offset += n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            if self.socket.socket.writable().await.is_err() {
+                            if self.link.socket.writable().await.is_err() {
                                 return false;
                             }
                         }

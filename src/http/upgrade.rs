@@ -48,8 +48,8 @@ pub(crate) async fn upgrade(
             return;
         }
     };
-    let socket = Arc::new(connection::Link::new(stream));
-    let (outlet, pipes) = connection::pipes(&socket);
+    let link = Arc::new(connection::Link::new(stream));
+    let (outlet, pipes) = connection::pipes(&link);
     let join = JoinRequest {
         peer,
         origin: request.header("origin").map(str::to_string),
@@ -63,7 +63,7 @@ pub(crate) async fn upgrade(
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&socket.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
         Err(_) => {
@@ -71,7 +71,7 @@ pub(crate) async fn upgrade(
                 retry_after: Some(1),
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             };
-            refuse(&socket.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
@@ -91,7 +91,7 @@ pub(crate) async fn upgrade(
     // is first whatever the writer finds queued later.
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(joined.welcome.wire());
-    if (&socket.socket).write_all(&bytes).await.is_err() {
+    if (&link.socket).write_all(&bytes).await.is_err() {
         ctx.hub.leave(joined.id, "error", None).await;
         return;
     }
@@ -106,7 +106,7 @@ pub(crate) async fn upgrade(
         shutdown_grace: ctx.config.shutdown_grace,
         done: joined.live,
     };
-    connection::start(socket, leftover, upgraded, &ctx.spawner);
+    connection::start(link, leftover, upgraded, &ctx.spawner);
 }
 
 async fn refuse(

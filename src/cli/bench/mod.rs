@@ -5,7 +5,8 @@
 //!
 //! Layout: [`wire`] (the bytes: upgrade, frames, publish requests, the
 //! event scan), [`client`] (a lean raw WebSocket client), [`subscribers`]
-//! (subscriber threads), [`publisher`] (open-loop and flood publishing),
+//! (subscriber threads and their connects), [`steady`] (their reading once
+//! connected, on `mio`), [`publisher`] (open-loop and flood publishing),
 //! [`record`] (what both sides write down), [`target`] (the server under
 //! test and the file limits), [`procfs`] (memory and CPU from `/proc`),
 //! [`phases`] (one run, phase by phase), [`report`] (the table and JSON)
@@ -18,6 +19,7 @@ mod publisher;
 mod record;
 mod report;
 mod stats;
+mod steady;
 mod subscribers;
 mod target;
 mod wire;

@@ -31,7 +31,7 @@ pub enum Outbound {
     /// The unwritten end of a frame the hub began to write itself.
     Rest(Bytes),
     /// Close with this code after what is queued before it. The request is
-    /// also recorded in the [`Link`], which interrupts a write that the
+    /// also recorded in the connection's `Link`, which interrupts a write that the
     /// peer is not taking.
     Close(CloseCode),
 }

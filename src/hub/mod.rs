@@ -1,5 +1,5 @@
 //! The hub task: the one owner of connections, rooms, history, limits and
-//! counters. Everything else reaches it through [`Command`]s; it answers on
+//! counters. Everything else reaches it through `Command`s; it answers on
 //! one-shot channels and feeds each connection's writer through a queue it
 //! only ever `try_send`s to, so no publisher waits for a client.
 //!

@@ -43,17 +43,18 @@ const DROPS_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Pipes {
     outbound_rx: Receiver<Outbound>,
-    /// The reader's way to send Pongs, closes and the echo of a client's Close.
-    outbound_tx: Sender<Outbound>,
+    /// The reader's own outlet: Pongs, closes and the echo of a client's
+    /// Close go through the writer like everything else.
+    reader_outlet: Outlet,
 }
 
 /// The hub's outlet to a new connection on `link`, and the rest of its pipes.
 pub(crate) fn pipes(link: &Arc<Link>) -> (Outlet, Pipes) {
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
-    let outlet = Outlet::new(link.clone(), outbound_tx.clone());
+    let outlet = Outlet::new(link.clone(), outbound_tx);
     let pipes = Pipes {
         outbound_rx,
-        outbound_tx,
+        reader_outlet: outlet.clone(),
     };
     (outlet, pipes)
 }
@@ -91,7 +92,7 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         id: conn.id,
         encoding: conn.encoding,
         hub: conn.hub,
-        outbound: pipes.outbound_tx,
+        outlet: pipes.reader_outlet,
         decoder: Decoder::new(conn.max_message_bytes),
         pending: leftover,
         limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
@@ -146,7 +147,7 @@ struct Reader {
     id: ConnId,
     encoding: Encoding,
     hub: HubClient,
-    outbound: Sender<Outbound>,
+    outlet: Outlet,
     decoder: Decoder,
     /// Bytes of an incomplete frame; empty (and unallocated) between frames.
     pending: Vec<u8>,
@@ -277,13 +278,13 @@ impl Reader {
                 // The writer owns the socket's write side; a failed send
                 // means it is already closing.
                 let pong = Outbound::Message(frame::pong_frame(&payload));
-                self.link.enqueue(&self.outbound, pong);
+                self.outlet.enqueue(pong);
                 return self.alive(now);
             }
             Incoming::Pong => return self.alive(now),
             Incoming::Close(code) => {
                 let echo = Outbound::Message(frame::close_frame(code, ""));
-                self.link.enqueue(&self.outbound, echo);
+                self.outlet.enqueue(echo);
                 return Step::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
@@ -349,10 +350,8 @@ impl Reader {
     }
 
     fn close(&mut self, code: CloseCode) -> Ending {
-        // As the hub does it: queued, and recorded to interrupt a stuck
-        // write. A failed send means the writer is gone already.
-        self.link.enqueue(&self.outbound, Outbound::Close(code));
-        self.link.request_close(code);
+        // As the hub does it: queued, and recorded to interrupt a stuck write.
+        self.outlet.close(code);
         Ending::with(code)
     }
 }

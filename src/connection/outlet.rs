@@ -135,7 +135,7 @@ impl Outlet {
                     return false;
                 }
                 if !(write_through && self.write_now(&PING_FRAME)) {
-                    self.link.enqueue(&self.queue, Outbound::Ping);
+                    self.enqueue(Outbound::Ping);
                 }
                 true
             }
@@ -143,7 +143,7 @@ impl Outlet {
                 if !self.has_room(limit) {
                     return false;
                 }
-                self.link.enqueue(&self.queue, other);
+                self.enqueue(other);
                 true
             }
         }
@@ -163,7 +163,7 @@ impl Outlet {
                 // The rest waits for the writer, which waits for room.
                 Some(n) => {
                     let rest = Outbound::Rest(message.wire().slice(n..));
-                    self.link.enqueue(&self.queue, rest);
+                    self.enqueue(rest);
                     return true;
                 }
                 None => {}
@@ -209,10 +209,16 @@ impl Outlet {
         }
     }
 
+    /// Queues `item` for the writer, whatever the limit (the reader's
+    /// Pongs and close echoes).
+    pub(super) fn enqueue(&self, item: Outbound) {
+        self.link.enqueue(&self.queue, item);
+    }
+
     /// Asks the writer to close with `code` after what is queued; the
     /// request also interrupts a write the peer is not taking.
     pub fn close(&self, code: CloseCode) {
-        self.link.enqueue(&self.queue, Outbound::Close(code));
+        self.enqueue(Outbound::Close(code));
         self.link.request_close(code);
     }
 

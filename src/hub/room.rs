@@ -142,16 +142,23 @@ impl Room {
             .unwrap_or(self.last_seq + 1)
     }
 
-    /// The events after `since`, oldest first, if `since` is within
-    /// `oldest - 1 ..= last`; otherwise where the history starts.
+    /// Whether the events after `since` can be replayed: the resume rule of
+    /// section 4, `oldest - 1 <= since <= last`.
+    pub fn can_resume(&self, since: u64) -> Result<(), Unavailable> {
+        let oldest = self.oldest_seq();
+        if since.saturating_add(1) < oldest || since > self.last_seq {
+            Err(Unavailable { oldest_seq: oldest })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The events after `since`, oldest first, if [`Room::can_resume`].
     pub fn events_after(
         &mut self,
         since: u64,
     ) -> Result<impl Iterator<Item = &mut EventRecord>, Unavailable> {
-        let oldest = self.oldest_seq();
-        if since.saturating_add(1) < oldest || since > self.last_seq {
-            return Err(Unavailable { oldest_seq: oldest });
-        }
+        self.can_resume(since)?;
         Ok(self
             .history
             .iter_mut()

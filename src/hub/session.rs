@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::room::Room;
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
 use crate::protocol::{
@@ -113,11 +114,16 @@ impl Hub {
         if let Some(since) = &sub.since {
             for room in sub.rooms.iter().filter(|r| since.contains_key(*r)) {
                 let pos = since[room];
-                let (oldest, last) = self
+                // A room that never had an event resumes from 0 only.
+                let resumable = self
                     .rooms
                     .get(room)
-                    .map_or((1, 0), |r| (r.oldest_seq(), r.last_seq()));
-                let ok = epoch_matches && pos.saturating_add(1) >= oldest && pos <= last;
+                    .map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
+                let oldest = match resumable {
+                    Err(unavailable) => unavailable.oldest_seq,
+                    Ok(()) => self.rooms.get(room).map_or(1, Room::oldest_seq),
+                };
+                let ok = epoch_matches && resumable.is_ok();
                 if !ok {
                     let message = if epoch_matches {
                         format!("room `{room}` no longer holds the events after seq {pos}")

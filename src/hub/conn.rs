@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::auth::Claims;
-use crate::connection::{Outbound, Outlet};
-use crate::protocol::{CloseCode, Encoding, Timestamp};
+use crate::connection::Outlet;
+use crate::protocol::{Encoding, Timestamp};
 
 /// A connection's ID, shown as a UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,13 +65,6 @@ impl Conn {
         self.claims.as_ref().map(|c| c.sub.as_str())
     }
 
-    /// Hands `item` to the connection unless `limit` items already wait
-    /// (`false`: the peer is a slow consumer). With `write_through` an idle
-    /// connection gets it written at once.
-    pub fn push(&self, item: Outbound, limit: usize, write_through: bool) -> bool {
-        self.outlet.push(item, limit, write_through)
-    }
-
     /// What a room needs to broadcast to this connection.
     pub fn member(&self) -> super::room::Member {
         super::room::Member {
@@ -79,11 +72,6 @@ impl Conn {
             encoding: self.encoding,
             outlet: self.outlet.clone(),
         }
-    }
-
-    /// Asks the writer to close the connection with `code`.
-    pub fn close(&self, code: CloseCode) {
-        self.outlet.close(code);
     }
 
     /// The registry view of this connection.

@@ -383,7 +383,7 @@ impl Hub {
     /// Forgets a connection and asks its writer to close with `code`.
     fn close(&mut self, id: ConnId, code: CloseCode) {
         if let Some(conn) = self.remove(id, code.disconnect_reason(), Some(code.code())) {
-            conn.close(code);
+            conn.outlet.close(code);
         }
     }
 
@@ -402,7 +402,7 @@ impl Hub {
         };
         let ts = timestamp_now();
         let env = Envelope::message(kind, payload, correlation_id, &ts, reference);
-        if !conn.push(
+        if !conn.outlet.push(
             Outbound::Message(encode(&env, conn.encoding)),
             limit,
             self.write_through,
@@ -452,8 +452,8 @@ impl Hub {
                     .get_or_insert_with(|| Outbound::Message(encode(&env, Encoding::MsgPack)))
                     .clone(),
             };
-            if !(conn.push(Outbound::Ping, limit, write_through)
-                && conn.push(beat, limit, write_through))
+            if !(conn.outlet.push(Outbound::Ping, limit, write_through)
+                && conn.outlet.push(beat, limit, write_through))
             {
                 slow.push(conn.id);
             }

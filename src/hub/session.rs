@@ -178,7 +178,7 @@ impl Hub {
                 if encoding == Encoding::MsgPack && !event.has_msgpack() {
                     self.metrics.encoded(false, true);
                 }
-                if !conn.push(
+                if !conn.outlet.push(
                     Outbound::Message(event.encoded(encoding).clone()),
                     limit,
                     false,

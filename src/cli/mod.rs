@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 
 use crate::auth::{Claims, mint, unix_now};
-use crate::config::{Config, ConfigError, LogLevel, parse_duration};
+use crate::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
 use crate::error::Error;
 use crate::log::Logger;
 
@@ -46,96 +46,62 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// The hub's settings as flags; each also reads `WSHUB_<NAME>` and the TOML
-/// file, in that order after the flag.
-#[derive(Debug, Default, Args)]
+/// The hub's settings as flags, one per row of [`SETTINGS`]; each also reads
+/// `WSHUB_<NAME>` and the TOML file, in that order after the flag.
+#[derive(Debug, Default)]
 struct ServeArgs {
-    /// Listen address [default: 127.0.0.1:8000; port 0 picks a free one]
-    #[arg(long, value_name = "ADDR")]
-    bind: Option<String>,
-    /// TOML file with settings (same names as the flags, with underscores)
-    #[arg(long, value_name = "PATH")]
-    config: Option<String>,
-    /// Bearer key for publisher and admin routes [default: none]
-    #[arg(long, value_name = "KEY")]
-    admin_key: Option<String>,
-    /// HS256 secret for client JWTs; without it connections are anonymous
-    #[arg(long, value_name = "SECRET")]
-    jwt_secret: Option<String>,
-    /// Origins allowed to connect, comma-separated, or `*` [default: loopback and same host]
-    #[arg(long, value_name = "LIST")]
-    allowed_origins: Option<String>,
-    /// Time allowed for a request head [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    handshake_timeout: Option<String>,
-    /// Interval between heartbeats [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    heartbeat_interval: Option<String>,
-    /// Silence after which a connection is closed with 4000 [default: 60s]
-    #[arg(long, value_name = "DURATION")]
-    heartbeat_timeout: Option<String>,
-    /// Open WebSocket connections at most [default: 100000]
-    #[arg(long, value_name = "N")]
-    max_connections: Option<String>,
-    /// Connections per client IP, 0 for no limit [default: 0]
-    #[arg(long, value_name = "N")]
-    max_connections_per_ip: Option<String>,
-    /// Connections per user (JWT sub), 0 for no limit [default: 0]
-    #[arg(long, value_name = "N")]
-    max_connections_per_user: Option<String>,
-    /// Largest client message or request body, in bytes [default: 65536]
-    #[arg(long, value_name = "BYTES")]
-    max_message_bytes: Option<String>,
-    /// Outbound queue per connection, in messages [default: 1024]
-    #[arg(long, value_name = "N")]
-    send_queue: Option<String>,
-    /// Client messages per second per connection, 0 for no limit [default: 100]
-    #[arg(long, value_name = "N")]
-    rate_limit_per_s: Option<String>,
-    /// Burst allowance of the rate limit [default: 200]
-    #[arg(long, value_name = "N")]
-    rate_limit_burst: Option<String>,
-    /// Events kept per room for resume [default: 100]
-    #[arg(long, value_name = "N")]
-    history_size: Option<String>,
-    /// Time allowed for closing handshakes at shutdown [default: 5s]
-    #[arg(long, value_name = "DURATION")]
-    shutdown_grace: Option<String>,
-    /// JSON file mapping event types to JSON Schemas [default: none]
-    #[arg(long, value_name = "PATH")]
-    schemas: Option<String>,
-    /// Publish each stdin line (a JSON event); stop when stdin closes
-    #[arg(long)]
+    /// The flags that were given, by setting name.
+    settings: BTreeMap<String, String>,
+    /// Publish each stdin line; stop when stdin closes.
     stdin_events: bool,
 }
 
-impl ServeArgs {
-    /// The flags that were given, by setting name.
-    fn settings(&self) -> BTreeMap<String, String> {
-        let pairs = [
-            ("bind", &self.bind),
-            ("config", &self.config),
-            ("admin_key", &self.admin_key),
-            ("jwt_secret", &self.jwt_secret),
-            ("allowed_origins", &self.allowed_origins),
-            ("handshake_timeout", &self.handshake_timeout),
-            ("heartbeat_interval", &self.heartbeat_interval),
-            ("heartbeat_timeout", &self.heartbeat_timeout),
-            ("max_connections", &self.max_connections),
-            ("max_connections_per_ip", &self.max_connections_per_ip),
-            ("max_connections_per_user", &self.max_connections_per_user),
-            ("max_message_bytes", &self.max_message_bytes),
-            ("send_queue", &self.send_queue),
-            ("rate_limit_per_s", &self.rate_limit_per_s),
-            ("rate_limit_burst", &self.rate_limit_burst),
-            ("history_size", &self.history_size),
-            ("shutdown_grace", &self.shutdown_grace),
-            ("schemas", &self.schemas),
-        ];
-        pairs
-            .into_iter()
-            .filter_map(|(name, value)| value.clone().map(|v| (name.to_string(), v)))
-            .collect()
+const STDIN_EVENTS: &str = "stdin_events";
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = SETTINGS.iter().fold(cmd, |cmd, setting| {
+            let help = format!(
+                "{} [default: {}]",
+                setting.help.trim().trim_end_matches('.'),
+                setting.default
+            );
+            cmd.arg(
+                Arg::new(setting.name)
+                    .long(setting.flag())
+                    .value_name(setting.value_name)
+                    .help(help),
+            )
+        });
+        cmd.arg(
+            Arg::new(STDIN_EVENTS)
+                .long("stdin-events")
+                .action(ArgAction::SetTrue)
+                .help("Publish each stdin line (a JSON event); stop when stdin closes"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = Self::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for setting in SETTINGS {
+            if let Some(value) = matches.get_one::<String>(setting.name) {
+                self.settings
+                    .insert(setting.name.to_string(), value.clone());
+            }
+        }
+        self.stdin_events |= matches.get_flag(STDIN_EVENTS);
+        Ok(())
     }
 }
 
@@ -195,7 +161,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(level) => level,
         Err(e) => return bad_setting(&e),
     };
-    let mut config = match Config::load(&args.settings(), |name| std::env::var(name).ok()) {
+    let mut config = match Config::load(&args.settings, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => return bad_setting(&e),
     };

@@ -1,38 +1,18 @@
 //! The settings of PROTOCOL.md section 8: names, defaults, parsing, checks,
 //! and the precedence flag, then environment, then TOML file, then default.
 
+mod value;
+
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Every setting name, as used in the TOML file; flags use dashes and the
-/// environment `WSHUB_` plus the name in capitals.
-pub const SETTINGS: [&str; 18] = [
-    "bind",
-    "config",
-    "admin_key",
-    "jwt_secret",
-    "allowed_origins",
-    "handshake_timeout",
-    "heartbeat_interval",
-    "heartbeat_timeout",
-    "max_connections",
-    "max_connections_per_ip",
-    "max_connections_per_user",
-    "max_message_bytes",
-    "send_queue",
-    "rate_limit_per_s",
-    "rate_limit_burst",
-    "history_size",
-    "shutdown_grace",
-    "schemas",
-];
+use value::Raw;
+pub use value::{normalize_origin, parse_duration};
 
-/// Default listen address.
-pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Default time allowed for a request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval between heartbeats.
@@ -97,77 +77,137 @@ impl FromStr for LogLevel {
     }
 }
 
-/// A hub's settings. Start from [`Config::default`] and change fields, or
-/// build one from flags, environment and file with [`Config::load`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Listen address (`bind`, default `127.0.0.1:8000`; port 0 picks one).
-    pub bind: SocketAddr,
-    /// Bearer key for publisher and admin routes (`admin_key`, default none).
-    pub admin_key: Option<String>,
-    /// HS256 secret for client JWTs (`jwt_secret`, default none: anonymous).
-    pub jwt_secret: Option<String>,
-    /// Origin allowlist (`allowed_origins`, default loopback and same host).
-    pub allowed_origins: AllowedOrigins,
-    /// Time allowed for a request head (`handshake_timeout`, default 10 s).
-    pub handshake_timeout: Duration,
-    /// Heartbeat interval (`heartbeat_interval`, default 30 s).
-    pub heartbeat_interval: Duration,
-    /// Silence before close 4000 (`heartbeat_timeout`, default 60 s).
-    pub heartbeat_timeout: Duration,
-    /// Open WebSocket connections at most (`max_connections`, default 100000).
-    pub max_connections: usize,
-    /// Connections per client IP, 0 for no limit (`max_connections_per_ip`).
-    pub max_connections_per_ip: usize,
-    /// Connections per JWT `sub`, 0 for no limit (`max_connections_per_user`).
-    pub max_connections_per_user: usize,
-    /// Largest message or request body (`max_message_bytes`, default 65536).
-    pub max_message_bytes: usize,
-    /// Outbound queue per connection, in messages (`send_queue`, default 1024).
-    pub send_queue: usize,
-    /// Client messages per second, 0 for no limit (`rate_limit_per_s`, default 100).
-    pub rate_limit_per_s: u32,
-    /// Token-bucket burst (`rate_limit_burst`, default 200).
-    pub rate_limit_burst: u32,
-    /// Events kept per room for resume (`history_size`, default 100).
-    pub history_size: usize,
-    /// Time allowed for closing handshakes at shutdown (`shutdown_grace`, default 5 s).
-    pub shutdown_grace: Duration,
-    /// JSON file of JSON Schemas by event type (`schemas`, default none).
-    pub schemas: Option<PathBuf>,
-    /// Log level (from `WSHUB_LOG` in the binary; not a file setting).
-    pub log_level: LogLevel,
-    /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
-    pub handle_signals: bool,
+/// One setting as the command line, the environment and the file know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The name, as in the TOML file; the flag is `--` plus the name with
+    /// dashes, the variable `WSHUB_` plus the name in capitals.
+    pub name: &'static str,
+    /// What the value looks like in `--help` (`DURATION`, `N`, …).
+    pub value_name: &'static str,
+    /// The default, as `--help` and the README show it.
+    pub default: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            bind: DEFAULT_BIND.parse().expect("default bind address parses"),
-            admin_key: None,
-            jwt_secret: None,
-            allowed_origins: AllowedOrigins::Loopback,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
-            max_connections: 100_000,
-            max_connections_per_ip: 0,
-            max_connections_per_user: 0,
-            max_message_bytes: 65_536,
-            send_queue: 1024,
-            rate_limit_per_s: 100,
-            rate_limit_burst: 200,
-            history_size: 100,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            schemas: None,
-            log_level: LogLevel::Info,
-            handle_signals: false,
-        }
+impl Setting {
+    /// The command-line flag, without the leading dashes.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// The environment variable.
+    pub fn env(&self) -> String {
+        format!("WSHUB_{}", self.name.to_ascii_uppercase())
     }
 }
 
+/// Declares every setting once: the [`Config`] field with its doc, its
+/// default, the parser of its raw value, and its row of [`SETTINGS`], from
+/// which the flags, the variables and the file keys are all derived.
+macro_rules! settings {
+    ($(
+        #[doc = $help:literal]
+        $name:ident: $ty:ty = $default:expr, $shown:literal, $value_name:literal, $parse:expr;
+    )+) => {
+        /// A hub's settings. Start from [`Config::default`] and change fields, or
+        /// build one from flags, environment and file with [`Config::load`].
+        #[derive(Debug, Clone)]
+        #[non_exhaustive]
+        pub struct Config {
+            $(
+                #[doc = $help]
+                #[doc = ""]
+                #[doc = concat!("Setting `", stringify!($name), "`, default ", $shown, ".")]
+                pub $name: $ty,
+            )+
+            /// Log level (from `WSHUB_LOG` in the binary; not a file setting).
+            pub log_level: LogLevel,
+            /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
+            pub handle_signals: bool,
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $($name: $default,)+
+                    log_level: LogLevel::Info,
+                    handle_signals: false,
+                }
+            }
+        }
+
+        /// Every setting, in the order `--help` lists them. `config` names the
+        /// TOML file and is read before the others.
+        pub const SETTINGS: &[Setting] = &[
+            Setting {
+                name: "config",
+                value_name: "PATH",
+                default: "none",
+                help: " TOML file with settings (same names as the flags, with underscores).",
+            },
+            $(Setting {
+                name: stringify!($name),
+                value_name: $value_name,
+                default: $shown,
+                help: $help,
+            },)+
+        ];
+
+        impl Config {
+            /// Parses `raw` into the setting `name`.
+            fn set(&mut self, name: &str, raw: &Raw) -> Result<(), String> {
+                match name {
+                    $(stringify!($name) => self.$name = $parse(raw)?,)+
+                    _ => return Err("unknown setting".into()),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+settings! {
+    /// Listen address; port 0 picks a free one.
+    bind: SocketAddr = default_bind(), "127.0.0.1:8000", "ADDR", value::addr;
+    /// Bearer key for publisher and admin routes.
+    admin_key: Option<String> = None, "none", "KEY", value::secret;
+    /// HS256 secret for client JWTs; without it every connection is anonymous.
+    jwt_secret: Option<String> = None, "none", "SECRET", value::secret;
+    /// Origins allowed to connect, comma-separated (an array in TOML), or `*`.
+    allowed_origins: AllowedOrigins = AllowedOrigins::Loopback, "loopback and same host", "LIST", value::origins;
+    /// Time allowed for a request head (also the keep-alive idle time).
+    handshake_timeout: Duration = DEFAULT_HANDSHAKE_TIMEOUT, "10s", "DURATION", value::duration;
+    /// Interval between heartbeats (a Ping frame and a `heartbeat` message).
+    heartbeat_interval: Duration = DEFAULT_HEARTBEAT_INTERVAL, "30s", "DURATION", value::duration;
+    /// Silence after which a connection is closed with 4000.
+    heartbeat_timeout: Duration = DEFAULT_HEARTBEAT_TIMEOUT, "60s", "DURATION", value::duration;
+    /// Open WebSocket connections at most (503 beyond).
+    max_connections: usize = 100_000, "100000", "N", value::count;
+    /// Connections per client IP, 0 for no limit (429 beyond).
+    max_connections_per_ip: usize = 0, "0", "N", value::count;
+    /// Connections per user (JWT `sub`), 0 for no limit (429 beyond).
+    max_connections_per_user: usize = 0, "0", "N", value::count;
+    /// Largest client message (1009 beyond) or request body (413 beyond), in bytes.
+    max_message_bytes: usize = 65_536, "65536", "BYTES", value::count;
+    /// Outbound queue per connection, in messages (4009 when full).
+    send_queue: usize = 1024, "1024", "N", value::count;
+    /// Client messages per second per connection, 0 for no limit.
+    rate_limit_per_s: u32 = 100, "100", "N", value::count;
+    /// Burst allowance of the rate limit.
+    rate_limit_burst: u32 = 200, "200", "N", value::count;
+    /// Events kept per room for resume.
+    history_size: usize = 100, "100", "N", value::count;
+    /// Time allowed for closing handshakes at shutdown.
+    shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE, "5s", "DURATION", value::duration;
+    /// JSON file mapping event types to JSON Schemas (draft 2020-12).
+    schemas: Option<PathBuf> = None, "none", "PATH", value::path;
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8000))
+}
 /// A setting that could not be used: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -195,13 +235,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A setting's raw value and where it came from.
-#[derive(Debug, Clone)]
-enum Raw {
-    Text(String),
-    List(Vec<String>),
-}
-
 impl Config {
     /// Builds a config from command-line `flags` (setting name to value),
     /// the environment seen through `env` and the TOML file named by the
@@ -211,11 +244,10 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         for name in flags.keys() {
-            if !SETTINGS.contains(&name.as_str()) {
+            if setting(name).is_none() {
                 return Err(ConfigError::new(name, "unknown setting"));
             }
         }
-        let env_name = |name: &str| format!("WSHUB_{}", name.to_ascii_uppercase());
         let file_path = flags
             .get("config")
             .cloned()
@@ -227,24 +259,19 @@ impl Config {
         };
 
         let mut config = Config::default();
-        for name in SETTINGS {
-            if name == "config" {
-                continue;
-            }
+        for setting in &SETTINGS[1..] {
+            let name = setting.name;
             let (raw, source) = if let Some(v) = flags.get(name) {
-                (
-                    Raw::Text(v.clone()),
-                    format!("--{}", name.replace('_', "-")),
-                )
-            } else if let Some(v) = env(&env_name(name)) {
-                (Raw::Text(v), env_name(name))
+                (Raw::Text(v.clone()), format!("--{}", setting.flag()))
+            } else if let Some(v) = env(&setting.env()) {
+                (Raw::Text(v), setting.env())
             } else if let Some(v) = file.get(name) {
                 (v.clone(), format!("{name} in the config file"))
             } else {
                 continue;
             };
             config
-                .set(name, raw)
+                .set(name, &raw)
                 .map_err(|message| ConfigError::new(name, format!("{message} (from {source})")))?;
         }
         config.validate()?;
@@ -253,43 +280,8 @@ impl Config {
 
     /// Sets one setting from its text form, as a flag or variable gives it.
     pub fn set_str(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
-        self.set(name, Raw::Text(value.to_string()))
+        self.set(name, &Raw::Text(value.to_string()))
             .map_err(|message| ConfigError::new(name, message))
-    }
-
-    fn set(&mut self, name: &str, raw: Raw) -> Result<(), String> {
-        if name == "allowed_origins" {
-            let items = match raw {
-                Raw::Text(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
-                Raw::List(items) => items,
-            };
-            self.allowed_origins = parse_origins(&items)?;
-            return Ok(());
-        }
-        let Raw::Text(text) = raw else {
-            return Err("must be a single value, not a list".into());
-        };
-        let text = text.trim();
-        match name {
-            "bind" => self.bind = parse_addr(text)?,
-            "admin_key" => self.admin_key = Some(non_empty(text)?),
-            "jwt_secret" => self.jwt_secret = Some(non_empty(text)?),
-            "handshake_timeout" => self.handshake_timeout = parse_duration(text)?,
-            "heartbeat_interval" => self.heartbeat_interval = parse_duration(text)?,
-            "heartbeat_timeout" => self.heartbeat_timeout = parse_duration(text)?,
-            "max_connections" => self.max_connections = parse_count(text)?,
-            "max_connections_per_ip" => self.max_connections_per_ip = parse_count(text)?,
-            "max_connections_per_user" => self.max_connections_per_user = parse_count(text)?,
-            "max_message_bytes" => self.max_message_bytes = parse_count(text)?,
-            "send_queue" => self.send_queue = parse_count(text)?,
-            "rate_limit_per_s" => self.rate_limit_per_s = parse_count(text)?,
-            "rate_limit_burst" => self.rate_limit_burst = parse_count(text)?,
-            "history_size" => self.history_size = parse_count(text)?,
-            "shutdown_grace" => self.shutdown_grace = parse_duration(text)?,
-            "schemas" => self.schemas = Some(PathBuf::from(non_empty(text)?)),
-            _ => return Err("unknown setting".into()),
-        }
-        Ok(())
     }
 
     /// Checks the relations and ranges a parsed value alone cannot show.
@@ -329,6 +321,11 @@ impl Config {
     }
 }
 
+/// The setting called `name`, if there is one.
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
 /// Smallest accepted `max_message_bytes`.
 pub const MIN_MESSAGE_BYTES: usize = 128;
 /// Largest accepted `max_message_bytes` (16 MiB).
@@ -348,7 +345,7 @@ fn read_file(path: &str) -> Result<BTreeMap<String, Raw>, ConfigError> {
                 "cannot be set inside the config file",
             ));
         }
-        if !SETTINGS.contains(&key.as_str()) {
+        if setting(&key).is_none() {
             return Err(ConfigError::new(
                 key,
                 format!("unknown key in the config file `{path}`"),
@@ -383,92 +380,6 @@ fn read_file(path: &str) -> Result<BTreeMap<String, Raw>, ConfigError> {
         out.insert(key, raw);
     }
     Ok(out)
-}
-
-/// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}` is not a duration (use 250ms, 30s, 2m or a number of seconds)");
-    let text = text.trim();
-    let (number, unit_secs) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (text, 1.0)
-    };
-    let number = number.trim();
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(bad());
-    }
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    Duration::try_from_secs_f64(value * unit_secs).map_err(|_| bad())
-}
-
-fn parse_count<T: FromStr>(text: &str) -> Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("`{text}` is not a non-negative whole number in range"))
-}
-
-fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    text.to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("`{text}` is not an address like 127.0.0.1:8000"))
-}
-
-fn non_empty(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        Err("must not be empty".into())
-    } else {
-        Ok(text.to_string())
-    }
-}
-
-fn parse_origins(items: &[String]) -> Result<AllowedOrigins, String> {
-    let items: Vec<&str> = items
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.is_empty() {
-        return Err("must list at least one origin, or `*`".into());
-    }
-    if items.contains(&"*") {
-        return Ok(AllowedOrigins::Any);
-    }
-    items
-        .iter()
-        .map(|o| {
-            normalize_origin(o)
-                .ok_or_else(|| format!("`{o}` is not an origin like https://app.example:8443"))
-        })
-        .collect::<Result<_, _>>()
-        .map(AllowedOrigins::List)
-}
-
-/// An origin in lower-case `scheme://host[:port]` form, or `None` if `text`
-/// is not one (a path, query or user part is not allowed). `null` passes.
-pub fn normalize_origin(text: &str) -> Option<String> {
-    if text == "null" {
-        return Some(text.into());
-    }
-    let (scheme, rest) = text.split_once("://")?;
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    let host_ok = !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']' | '_'));
-    (scheme_ok && host_ok).then(|| text.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 mod connection;
 mod error;

@@ -19,18 +19,14 @@
 
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use async_tungstenite::tungstenite::Message;
+use futures_lite::FutureExt;
 use serde_json::{Value, json};
-use smol::net::TcpStream;
 
 use crate::auth::{Claims, mint};
+use crate::client::{Client, ClientError, Next};
+pub use crate::client::{Closed, HttpResponse, connect_raw, parse_response};
 use crate::config::{Config, LogLevel};
-use crate::protocol::Encoding;
 use crate::server::{Handle, serve};
 
 /// How long a helper waits for anything before failing the test.
@@ -209,25 +205,14 @@ impl TokenBuilder {
     }
 }
 
-/// A WebSocket client for tests; it remembers its `welcome`.
+/// A WebSocket client for tests: a [`Client`] whose every call panics
+/// when the hub does not answer within [`TIMEOUT`]; it remembers its
+/// `welcome`.
 #[derive(Debug)]
 pub struct TestClient {
-    ws: WebSocketStream<TcpStream>,
-    encoding: Encoding,
+    client: Client,
     /// The hub's `welcome` message.
     pub welcome: Value,
-    next_ref: u64,
-    /// How the connection ended, once a read has seen it end.
-    closed: Option<Closed>,
-}
-
-/// How a test connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Closed {
-    /// A close frame with this code arrived.
-    Code(u16),
-    /// The socket closed without a close frame.
-    Dropped,
 }
 
 impl TestClient {
@@ -239,89 +224,39 @@ impl TestClient {
     }
 
     /// Connects with extra request headers; the welcome must arrive first.
-    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, WsError> {
-        let ws = connect_raw(url, headers).await?;
-        let encoding = ws
-            .get_ref()
-            .peer_addr()
-            .ok()
-            .and(
-                headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol")),
-            )
-            .and_then(|(_, v)| {
-                v.split(',')
-                    .map(str::trim)
-                    .find_map(Encoding::from_protocol)
-            })
-            .unwrap_or(Encoding::Json);
-        let mut client = Self {
-            ws,
-            encoding,
-            welcome: Value::Null,
-            next_ref: 0,
-            closed: None,
-        };
-        client.welcome = client.expect("welcome").await;
-        Ok(client)
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, ClientError> {
+        let client = Client::connect_with(url, headers).await?;
+        let welcome = client.welcome().clone();
+        Ok(Self { client, welcome })
     }
 
     /// This connection's ID, from the welcome.
     pub fn id(&self) -> String {
-        self.welcome["payload"]["connection_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.client.id().to_string()
     }
 
     /// Sends `message` in the connection's encoding.
     pub async fn send(&mut self, message: Value) {
-        let frame = match self.encoding {
-            Encoding::Json => Message::text(message.to_string()),
-            Encoding::MsgPack => {
-                Message::binary(rmp_serde::to_vec_named(&message).expect("msgpack encodes"))
-            }
-        };
-        self.send_raw(frame).await;
+        self.client
+            .send(&message)
+            .await
+            .expect("send to the hub in time");
     }
 
     /// Sends one raw frame.
     pub async fn send_raw(&mut self, frame: Message) {
-        within(self.ws.send(frame))
+        self.client
+            .send_frame(frame)
             .await
-            .expect("send in time")
-            .expect("send to the hub");
+            .expect("send to the hub in time");
     }
 
     /// The next message (heartbeats included), or `None` if the connection
     /// ended or nothing came within `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
-        loop {
-            let next = async { Some(self.ws.next().await) }
-                .or(async {
-                    smol::Timer::after(wait).await;
-                    None
-                })
-                .await?;
-            let Some(frame) = next else {
-                self.closed.get_or_insert(Closed::Dropped);
-                return None;
-            };
-            match frame {
-                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
-                Ok(Message::Binary(bytes)) => return rmp_serde::from_slice(&bytes).ok(),
-                Ok(Message::Close(frame)) => {
-                    let code = frame.map_or(1005, |f| u16::from(f.code));
-                    self.closed.get_or_insert(Closed::Code(code));
-                    return None;
-                }
-                Ok(_) => continue,
-                Err(_) => {
-                    self.closed.get_or_insert(Closed::Dropped);
-                    return None;
-                }
-            }
+        match self.client.next_within(wait).await {
+            Next::Message(message) => Some(message),
+            Next::Closed(_) | Next::TimedOut => None,
         }
     }
 
@@ -347,17 +282,11 @@ impl TestClient {
 
     /// Sends `message` with a fresh `ref` and returns the reply carrying it
     /// (events arriving meanwhile are skipped).
-    pub async fn request(&mut self, mut message: Value) -> Value {
-        self.next_ref += 1;
-        let reference = format!("r{}", self.next_ref);
-        message["ref"] = json!(reference);
-        self.send(message).await;
-        loop {
-            let reply = self.recv().await;
-            if reply["ref"] == reference {
-                return reply;
-            }
-        }
+    pub async fn request(&mut self, message: Value) -> Value {
+        self.client
+            .request(message, TIMEOUT, drop)
+            .await
+            .expect("a reply from the hub in time")
     }
 
     /// Subscribes to `rooms` and returns the `subscribed` reply.
@@ -375,6 +304,23 @@ impl TestClient {
             .await
     }
 
+    /// Asserts that nothing but heartbeats is queued for this client: the
+    /// hub answers a `ping` in order, so its `pong` is a barrier that
+    /// proves nothing else came before it.
+    pub async fn expect_nothing_before_pong(&mut self) {
+        let pong = self
+            .client
+            .request(json!({"type": "ping"}), TIMEOUT, |m| {
+                assert_eq!(
+                    m["type"], "heartbeat",
+                    "expected nothing before the pong, got {m}"
+                );
+            })
+            .await
+            .expect("a pong in time");
+        assert_eq!(pong["type"], "pong", "{pong}");
+    }
+
     /// Asserts that no message but heartbeats arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         let deadline = std::time::Instant::now() + wait;
@@ -389,82 +335,21 @@ impl TestClient {
 
     /// Reads until the hub closes the connection; panics after [`TIMEOUT`].
     pub async fn expect_close(&mut self) -> Closed {
-        if let Some(closed) = &self.closed {
-            return closed.clone();
-        }
-        let ended = async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Close(frame))) => {
-                        return Closed::Code(frame.map_or(1005, |f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return Closed::Dropped,
-                }
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.client.next_within(left).await {
+                Next::Message(_) => continue,
+                Next::Closed(closed) => return closed,
+                Next::TimedOut => panic!("the hub did not close the connection in time"),
             }
-        };
-        within(ended)
-            .await
-            .expect("the hub closes the connection in time")
+        }
     }
 
     /// Closes with 1000 and waits (bounded) for the hub's reply.
-    pub async fn close(mut self) {
-        let frame = CloseFrame {
-            code: 1000.into(),
-            reason: "bye".into(),
-        };
-        let _ = within(self.ws.close(Some(frame))).await;
-        let _ = within(async { while self.ws.next().await.is_some() {} }).await;
+    pub async fn close(self) {
+        self.client.close(TIMEOUT).await;
     }
-}
-
-/// Opens a WebSocket to `url` with extra headers, without reading anything.
-pub async fn connect_raw(
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<WebSocketStream<TcpStream>, WsError> {
-    let mut request = url.into_client_request()?;
-    for (name, value) in headers {
-        let name: async_tungstenite::tungstenite::http::HeaderName =
-            name.parse().map_err(|_| {
-                WsError::Url(
-                    async_tungstenite::tungstenite::error::UrlError::UnableToConnect(
-                        "bad header name".into(),
-                    ),
-                )
-            })?;
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            WsError::Url(
-                async_tungstenite::tungstenite::error::UrlError::UnableToConnect(
-                    "bad header value".into(),
-                ),
-            )
-        })?;
-        request.headers_mut().insert(name, value);
-    }
-    let host = request
-        .uri()
-        .host()
-        .unwrap_or("127.0.0.1")
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = request.uri().port_u16().unwrap_or(80);
-    let stream = within(TcpStream::connect((host.as_str(), port)))
-        .await
-        .ok_or_else(|| WsError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20));
-    let (ws, _) = within(async_tungstenite::client_async_with_config(
-        request,
-        stream,
-        Some(config),
-    ))
-    .await
-    .ok_or_else(|| WsError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    Ok(ws)
 }
 
 /// A client WebSocket frame: `first` is the first byte (FIN, RSV, opcode),
@@ -535,47 +420,8 @@ pub async fn within<T>(future: impl std::future::Future<Output = T>) -> Option<T
         .await
 }
 
-/// A response read by [`http`].
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names in lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// The first value of header `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; panics if it is not.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
-    }
-
-    /// `error.code` of a JSON error body.
-    pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`);
+/// panics if the hub does not answer within [`TIMEOUT`].
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -583,50 +429,7 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = body {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    let raw = within(async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to the hub");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write the request");
-        let mut raw = Vec::new();
-        let _ = stream.read_to_end(&mut raw).await;
-        raw
-    })
-    .await
-    .expect("an HTTP response in time");
-    parse_response(&raw)
-        .unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(&raw)))
-}
-
-/// Parses one complete HTTP response.
-pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(len) = response.parse(raw).ok()? else {
-        return None;
-    };
-    Some(HttpResponse {
-        status: response.code?,
-        headers: response
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: raw[len..].to_vec(),
-    })
+    crate::client::http(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }

@@ -2,27 +2,19 @@
 //! hub's events as JSON lines (reconnecting and resuming by itself), and one
 //! that publishes an event over HTTP or WebSocket.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::Message;
 use clap::Args;
-use futures_lite::{FutureExt, StreamExt};
 use serde_json::{Value, json};
-use smol::net::TcpStream;
 
+use crate::client::{Client, Subscriber, Update, http};
 use crate::config::LogLevel;
 use crate::log::Logger;
-use crate::testing::{connect_raw, http};
 
-/// Backoff before the first reconnect; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A connection that lasted this long resets the backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long `publish` waits for the hub's reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
@@ -66,12 +58,11 @@ pub(crate) struct PublishArgs {
 /// Prints events until interrupted, or until `--max-events`.
 pub(crate) fn listen(args: ListenArgs) -> ExitCode {
     let log = Logger::new(LogLevel::Info);
-    let rooms: Vec<String> = args
+    let rooms: Vec<&str> = args
         .rooms
         .split(',')
         .map(str::trim)
         .filter(|r| !r.is_empty())
-        .map(str::to_string)
         .collect();
     let url = match &args.token {
         Some(token) => format!(
@@ -81,164 +72,50 @@ pub(crate) fn listen(args: ListenArgs) -> ExitCode {
         ),
         None => args.url.clone(),
     };
+    let mut subscriber = Subscriber::new(&url, &rooms);
+    let mut printed = 0u64;
     smol::block_on(async {
-        let mut state = Resume::default();
-        let mut printed = 0u64;
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1u64.. {
-            let started = Instant::now();
-            let ended = match connect_raw(&url, &[]).await {
-                Ok(ws) => {
-                    log.info("connected")
-                        .field("url", &args.url)
-                        .field("attempt", attempt)
+        while let Some(update) = subscriber.next().await {
+            match update {
+                Update::Connected { attempt } => log
+                    .info("connected")
+                    .field("url", &args.url)
+                    .field("attempt", attempt)
+                    .emit(),
+                Update::Subscribed(message) => {
+                    let payload = &message["payload"];
+                    log.info("subscribed")
+                        .field("rooms", &payload["rooms"])
+                        .field("recovered", &payload["recovered"])
+                        .field("positions", &payload["positions"])
                         .emit();
-                    session(ws, &rooms, &mut state, &mut printed, args.max_events, log).await
                 }
-                Err(e) => Ended::Failed(e.to_string()),
-            };
-            match ended {
-                Ended::Done => return ExitCode::SUCCESS,
-                Ended::Final(code) => {
+                Update::HubError(message) => log
+                    .warn("hub error")
+                    .field("error", &message["payload"])
+                    .emit(),
+                Update::Disconnected { reason, retry_in } => log
+                    .warn("disconnected; reconnecting")
+                    .field("reason", reason)
+                    .field("in_ms", retry_in.as_millis() as u64)
+                    .emit(),
+                Update::Closed(code) => {
                     log.error("closed for good")
                         .field("close_code", code)
                         .emit();
                     return ExitCode::FAILURE;
                 }
-                Ended::Closed(code) => log.warn("disconnected").maybe("close_code", code).emit(),
-                Ended::Failed(error) => log.warn("cannot connect").field("error", error).emit(),
+                Update::Event(event) => {
+                    println!("{event}");
+                    printed += 1;
+                    if args.max_events.is_some_and(|max| printed >= max) {
+                        return ExitCode::SUCCESS;
+                    }
+                }
             }
-            if started.elapsed() >= STABLE_AFTER {
-                backoff = FIRST_BACKOFF;
-            }
-            let wait = backoff.mul_f64(0.5 + fastrand::f64());
-            log.info("reconnecting")
-                .field("in_ms", wait.as_millis() as u64)
-                .emit();
-            smol::Timer::after(wait).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         ExitCode::SUCCESS
     })
-}
-
-/// What a listener remembers across connections to resume without gaps.
-#[derive(Debug, Default)]
-struct Resume {
-    epoch: Option<String>,
-    last_seq: BTreeMap<String, u64>,
-}
-
-enum Ended {
-    Done,
-    Final(u16),
-    Closed(Option<u16>),
-    Failed(String),
-}
-
-async fn session(
-    mut ws: WebSocketStream<TcpStream>,
-    rooms: &[String],
-    state: &mut Resume,
-    printed: &mut u64,
-    max_events: Option<u64>,
-    log: Logger,
-) -> Ended {
-    let mut timeout = Duration::from_secs(90);
-    loop {
-        let next = async { Some(ws.next().await) }
-            .or(async {
-                smol::Timer::after(timeout).await;
-                None
-            })
-            .await;
-        let message = match next {
-            None => {
-                return Ended::Failed(
-                    "no message or heartbeat within the heartbeat timeout".into(),
-                );
-            }
-            Some(None) => return Ended::Closed(None),
-            Some(Some(Err(e))) => return Ended::Failed(e.to_string()),
-            Some(Some(Ok(Message::Close(frame)))) => {
-                let code = frame.map(|f| u16::from(f.code));
-                return match code {
-                    Some(code @ (4003 | 1008)) => Ended::Final(code),
-                    other => Ended::Closed(other),
-                };
-            }
-            Some(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<Value>(&text) {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
-            Some(Some(Ok(_))) => continue,
-        };
-        match message["type"].as_str().unwrap_or("") {
-            "welcome" => {
-                if let Some(ms) = message["payload"]["heartbeat_timeout_ms"].as_u64() {
-                    timeout = Duration::from_millis(ms) + Duration::from_secs(1);
-                }
-                let epoch = message["payload"]["epoch"].as_str().map(str::to_string);
-                if rooms.is_empty() {
-                    state.epoch = epoch;
-                    continue;
-                }
-                let mut subscribe = json!({"type": "subscribe", "rooms": rooms});
-                let known: BTreeMap<&String, u64> = rooms
-                    .iter()
-                    .filter_map(|r| Some((r, *state.last_seq.get(r)?)))
-                    .collect();
-                if let (Some(old), false) = (&state.epoch, known.is_empty()) {
-                    subscribe["since"] = json!(known);
-                    subscribe["epoch"] = json!(old);
-                }
-                if ws.send(Message::text(subscribe.to_string())).await.is_err() {
-                    return Ended::Failed("cannot subscribe".into());
-                }
-            }
-            "subscribed" => {
-                let payload = &message["payload"];
-                state.epoch = payload["epoch"].as_str().map(str::to_string);
-                if let Some(positions) = payload["positions"].as_object() {
-                    for (room, seq) in positions {
-                        let recovered = payload["recovered"][room].as_bool().unwrap_or(false);
-                        if !recovered {
-                            state
-                                .last_seq
-                                .insert(room.clone(), seq.as_u64().unwrap_or(0));
-                        }
-                    }
-                }
-                log.info("subscribed")
-                    .field("rooms", &payload["rooms"])
-                    .field("recovered", &payload["recovered"])
-                    .field("positions", &payload["positions"])
-                    .emit();
-            }
-            "error" => {
-                log.warn("hub error")
-                    .field("error", &message["payload"])
-                    .emit();
-            }
-            _ if message.get("id").is_some() => {
-                if let (Some(room), Some(seq)) = (message["room"].as_str(), message["seq"].as_u64())
-                {
-                    let last = state.last_seq.entry(room.to_string()).or_default();
-                    if seq <= *last {
-                        continue; // already printed before a reconnect
-                    }
-                    *last = seq;
-                }
-                println!("{message}");
-                *printed += 1;
-                if max_events.is_some_and(|max| *printed >= max) {
-                    let _ = ws.close(None).await;
-                    return Ended::Done;
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Publishes one event and prints the hub's reply.
@@ -303,7 +180,15 @@ async fn publish_http(args: &PublishArgs, payload: Value, log: Logger) -> ExitCo
         headers.push(("Authorization", auth.as_str()));
     }
     let path = format!("/{}/api/events", base.trim_matches('/')).replace("//", "/");
-    let reply = http(addr, "POST", &path, &headers, Some(&body.to_string())).await;
+    let reply = match http(addr, "POST", &path, &headers, Some(&body.to_string())).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            log.error("cannot publish")
+                .field("error", e.to_string())
+                .emit();
+            return ExitCode::FAILURE;
+        }
+    };
     if reply.status == 202 {
         println!("{}", reply.text());
         ExitCode::SUCCESS
@@ -323,8 +208,8 @@ async fn publish_ws(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode
         Some(token) => format!("{}?token={token}", args.url),
         None => args.url.clone(),
     };
-    let mut ws = match connect_raw(&url, &[]).await {
-        Ok(ws) => ws,
+    let mut client = match Client::connect(&url).await {
+        Ok(client) => client,
         Err(e) => {
             log.error("cannot connect")
                 .field("error", e.to_string())
@@ -332,26 +217,23 @@ async fn publish_ws(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
-    let message = json!({"type": "publish", "room": room, "event": args.kind, "payload": payload, "ref": "cli"});
-    if ws.send(Message::text(message.to_string())).await.is_err() {
-        return ExitCode::FAILURE;
-    }
-    while let Some(Ok(frame)) = ws.next().await {
-        let Message::Text(text) = frame else { continue };
-        let Ok(reply) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        if reply["ref"] == "cli" {
-            let _ = ws.close(None).await;
-            return if reply["type"] == "published" {
+    let message = json!({"type": "publish", "room": room, "event": args.kind, "payload": payload});
+    match client.request(message, REPLY_TIMEOUT, drop).await {
+        Ok(reply) => {
+            client.close(REPLY_TIMEOUT).await;
+            if reply["type"] == "published" {
                 println!("{reply}");
                 ExitCode::SUCCESS
             } else {
                 eprintln!("{reply}");
                 ExitCode::FAILURE
-            };
+            }
+        }
+        Err(e) => {
+            log.error("no reply to the publish")
+                .field("error", e.to_string())
+                .emit();
+            ExitCode::FAILURE
         }
     }
-    log.error("the connection ended before the reply").emit();
-    ExitCode::FAILURE
 }

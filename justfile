@@ -13,6 +13,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+    .ci/check-links
 
 # Everything CI runs, including installs and browser tests.
 ci:

@@ -43,6 +43,12 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
             .field("addr", addr)
             .emit();
     }
+    if config.history_size > config.send_queue {
+        log.warn("history_size is above send_queue: a long resume can fill a client's queue and close it with 4009")
+            .field("history_size", config.history_size)
+            .field("send_queue", config.send_queue)
+            .emit();
+    }
     let (hub, commands) = HubClient::channel();
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
@@ -111,13 +117,14 @@ fn run(
             log,
             spawner: spawner.clone(),
         });
+        let addr = listener.get_ref().local_addr().ok();
         spawner.spawn(accept_loop(listener, ctx));
         if config.handle_signals {
             spawner.spawn(signal_loop(hub.clone(), log));
         }
         log.info("hub started")
             .field("epoch", &epoch)
-            .field("addr", config.bind)
+            .maybe("addr", addr)
             .emit();
         Hub::new(config, epoch, log, schemas, live_tx)
             .run(commands)

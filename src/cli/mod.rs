@@ -178,7 +178,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let line = json!({"event": "listening", "addr": handle.addr(), "epoch": handle.epoch()});
+    // `event` first, as the protocol shows it: a parent may match the prefix.
+    let line = format!(
+        "{{\"event\":\"listening\",\"addr\":{},\"epoch\":{}}}",
+        json!(handle.addr()),
+        json!(handle.epoch())
+    );
     let mut stdout = std::io::stdout().lock();
     // A parent that reads the port from this line must see it now.
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());

@@ -23,7 +23,7 @@ pub const MAX_ROOM_NAME_LEN: usize = 128;
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
 /// Message types only the hub may send; publishers get `reserved_type`.
-pub const RESERVED_TYPES: [&str; 10] = [
+pub const RESERVED_TYPES: [&str; 11] = [
     "welcome",
     "heartbeat",
     "pong",
@@ -34,6 +34,7 @@ pub const RESERVED_TYPES: [&str; 10] = [
     "refreshed",
     "error",
     "health_status",
+    "rpc_result",
 ];
 
 /// Longest accepted event type, in characters.

@@ -59,7 +59,7 @@ mod error;
 mod executor;
 mod http;
 pub mod hub;
-mod log;
+pub mod log;
 pub mod metrics;
 pub mod protocol;
 mod schema;

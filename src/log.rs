@@ -1,105 +1,199 @@
-//! Structured logs: one JSON object a line on stderr, with `level`, `msg`,
-//! `timestamp` and whatever fields the caller adds (`correlation_id`,
-//! `connection_id`, …).
+//! Logs as one JSON object a line. The hub emits `tracing` events, so an
+//! embedding program gets them in its own subscriber; [`JsonLines`] is the
+//! subscriber the binary installs, which prints each event on stderr with
+//! `level`, `msg`, `timestamp` and the event's fields (`correlation_id`,
+//! `connection_id`, …) in the order they were given.
 
-use std::io::Write;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 
 use crate::config::LogLevel;
 use crate::protocol::timestamp_now;
 
-/// Where a hub's log lines go, and from which level on.
-#[derive(Debug, Clone, Copy)]
-pub struct Logger {
-    level: LogLevel,
-}
-
-impl Logger {
-    /// A logger that prints lines at `level` and more severe.
-    pub fn new(level: LogLevel) -> Self {
-        Self { level }
-    }
-
-    /// Whether lines at `level` are printed.
-    pub fn enabled(&self, level: LogLevel) -> bool {
-        level <= self.level
-    }
-
-    /// Starts a line at `level`; it is printed by [`Line::emit`].
-    pub fn line(&self, level: LogLevel, msg: &str) -> Line {
-        if !self.enabled(level) {
-            return Line { buf: None };
-        }
-        let mut buf = String::with_capacity(160);
-        buf.push_str("{\"level\":\"");
-        buf.push_str(level.as_str());
-        buf.push_str("\",\"msg\":");
-        push_json(&mut buf, msg);
-        buf.push_str(",\"timestamp\":\"");
-        buf.push_str(&timestamp_now());
-        buf.push('"');
-        Line { buf: Some(buf) }
-    }
-
-    /// An `error` line.
-    pub fn error(&self, msg: &str) -> Line {
-        self.line(LogLevel::Error, msg)
-    }
-
-    /// A `warn` line.
-    pub fn warn(&self, msg: &str) -> Line {
-        self.line(LogLevel::Warn, msg)
-    }
-
-    /// An `info` line.
-    pub fn info(&self, msg: &str) -> Line {
-        self.line(LogLevel::Info, msg)
-    }
-
-    /// A `debug` line.
-    pub fn debug(&self, msg: &str) -> Line {
-        self.line(LogLevel::Debug, msg)
-    }
-}
-
-/// A log line being built; nothing is formatted when its level is off.
+/// A `tracing` subscriber that prints events at `level` and above as JSON
+/// lines on stderr. Spans are not printed; the hub gives every event its
+/// IDs as fields.
 #[derive(Debug)]
-#[must_use = "a log line is printed only by `emit`"]
-pub struct Line {
-    buf: Option<String>,
+pub struct JsonLines {
+    level: Level,
+    next_span: AtomicU64,
 }
 
-impl Line {
-    /// Adds `key: value`.
-    pub fn field(mut self, key: &str, value: impl Serialize) -> Self {
-        if let Some(buf) = &mut self.buf {
-            buf.push(',');
-            push_json(buf, key);
-            buf.push(':');
-            match serde_json::to_string(&value) {
-                Ok(json) => buf.push_str(&json),
-                Err(_) => buf.push_str("null"),
-            }
-        }
-        self
-    }
-
-    /// Adds `key: value` when there is a value.
-    pub fn maybe(self, key: &str, value: Option<impl Serialize>) -> Self {
-        match value {
-            Some(v) => self.field(key, v),
-            None => self,
+impl JsonLines {
+    /// A subscriber for events at `level` and more severe.
+    pub fn new(level: LogLevel) -> Self {
+        let level = match level {
+            LogLevel::Error => Level::ERROR,
+            LogLevel::Warn => Level::WARN,
+            LogLevel::Info => Level::INFO,
+            LogLevel::Debug => Level::DEBUG,
+        };
+        Self {
+            level,
+            next_span: AtomicU64::new(1),
         }
     }
 
-    /// Prints the line to stderr.
-    pub fn emit(self) {
-        if let Some(mut buf) = self.buf {
-            buf.push_str("}\n");
-            // A closed stderr must not take the hub down; the line is lost.
-            let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+    /// Makes this the process's subscriber; false if one was already set.
+    pub fn install(level: LogLevel) -> bool {
+        tracing::subscriber::set_global_default(Self::new(level)).is_ok()
+    }
+
+    /// The line an event is printed as, without the newline.
+    fn line(event: &Event<'_>) -> String {
+        let mut visitor = Fields {
+            msg: String::new(),
+            rest: String::with_capacity(128),
+        };
+        event.record(&mut visitor);
+        let mut line = String::with_capacity(64 + visitor.msg.len() + visitor.rest.len());
+        line.push_str("{\"level\":\"");
+        line.push_str(&event.metadata().level().as_str().to_ascii_lowercase());
+        line.push_str("\",\"msg\":");
+        push_json(&mut line, &visitor.msg);
+        line.push_str(",\"timestamp\":\"");
+        line.push_str(&timestamp_now());
+        line.push('"');
+        line.push_str(&visitor.rest);
+        line.push('}');
+        line
+    }
+}
+
+impl Subscriber for JsonLines {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        // Decided once per call site: a disabled line costs one load and
+        // one branch where it stands.
+        if self.enabled(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
         }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= self.level
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(self.level.into())
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut line = Self::line(event);
+        line.push('\n');
+        // A closed stderr must not take the hub down; the line is lost.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+/// A field value written as JSON (a list of rooms, a payload) rather than
+/// as a string: give it to an event as `%Json(&value)`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> fmt::Display for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(&self.0).map_err(|_| fmt::Error)?;
+        // The marker tells the visitor to embed the text as it is.
+        f.write_char(JSON_MARKER)?;
+        f.write_str(&text)
+    }
+}
+
+/// `value` as a JSON field of an event: `tracing::info!(rooms = as_json(&rooms), "…")`.
+pub(crate) fn as_json<T: Serialize>(value: T) -> tracing::field::DisplayValue<Json<T>> {
+    tracing::field::display(Json(value))
+}
+
+/// [`as_json`] for a field that is left out when there is no value.
+pub(crate) fn opt_json<T: Serialize>(
+    value: Option<T>,
+) -> Option<tracing::field::DisplayValue<Json<T>>> {
+    value.map(as_json)
+}
+
+/// Starts the text of a [`Json`] value; it cannot start any other value
+/// the hub logs, as it is a control character.
+const JSON_MARKER: char = '\u{1}';
+
+/// Collects an event's message and its other fields as JSON members.
+struct Fields {
+    msg: String,
+    rest: String,
+}
+
+impl Fields {
+    fn key(&mut self, field: &Field) {
+        self.rest.push(',');
+        push_json(&mut self.rest, field.name());
+        self.rest.push(':');
+    }
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.msg = text;
+            return;
+        }
+        self.key(field);
+        match text.strip_prefix(JSON_MARKER) {
+            Some(json) => self.rest.push_str(json),
+            None => push_json(&mut self.rest, &text),
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.msg = value.to_string();
+            return;
+        }
+        self.key(field);
+        push_json(&mut self.rest, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.rest, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.rest, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        match serde_json::Number::from_f64(value) {
+            Some(n) => self.rest.push_str(&n.to_string()),
+            None => self.rest.push_str("null"),
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.rest.push_str(if value { "true" } else { "false" });
     }
 }
 
@@ -114,28 +208,62 @@ fn push_json(buf: &mut String, s: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_below_the_level_are_not_built() {
-        let log = Logger::new(LogLevel::Warn);
-        assert!(log.info("x").buf.is_none());
-        assert!(log.error("x").buf.is_some());
+    /// Runs `emit` under a subscriber that keeps the line instead of
+    /// printing it.
+    fn captured(emit: impl FnOnce()) -> serde_json::Value {
+        struct Keep(std::sync::mpsc::Sender<String>);
+        impl Subscriber for Keep {
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, event: &Event<'_>) {
+                let _ = self.0.send(JsonLines::line(event));
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        tracing::subscriber::with_default(Keep(tx), emit);
+        let line = rx.try_recv().expect("one line");
+        serde_json::from_str(&line).expect("the line is one JSON object")
     }
 
     #[test]
-    fn lines_are_one_json_object() {
-        let log = Logger::new(LogLevel::Debug);
-        let line = log
-            .info("said \"hi\"\n")
-            .field("connection_id", "c1")
-            .maybe("user", None::<&str>)
-            .field("n", 3);
-        let text = line.buf.clone().unwrap() + "}";
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn lines_are_one_json_object_with_the_fields_in_order() {
+        let rooms = vec!["a".to_string(), "b".to_string()];
+        let v = captured(|| {
+            tracing::info!(
+                connection_id = "c1",
+                user = None::<&str>,
+                n = 3u64,
+                ok = true,
+                rooms = %Json(&rooms),
+                error = %"a [bracketed] reason",
+                "said \"hi\"\n"
+            )
+        });
         assert_eq!(v["level"], "info");
         assert_eq!(v["msg"], "said \"hi\"\n");
         assert_eq!(v["connection_id"], "c1");
         assert_eq!(v["n"], 3);
-        assert!(v.get("user").is_none());
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["rooms"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["error"], "a [bracketed] reason");
+        assert!(v.get("user").is_none(), "an absent option is left out");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn levels_below_the_threshold_are_disabled() {
+        let subscriber = JsonLines::new(LogLevel::Warn);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(Level::ERROR));
+            assert!(!tracing::enabled!(Level::INFO));
+        });
     }
 }

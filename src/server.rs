@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::executor::Spawner;
 use crate::http::{self, Context};
 use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
-use crate::log::Logger;
+use crate::log::{as_json, opt_json};
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
 
@@ -37,18 +37,20 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
     let epoch: Arc<str> = new_uuid().into();
-    let log = Logger::new(config.log_level);
     if !addr.ip().is_loopback() && config.admin_key.is_none() && config.jwt_secret.is_none() {
-        log.warn("listening beyond loopback with neither admin_key nor jwt_secret: anyone who can reach this port may connect, and publisher and admin routes answer loopback peers only")
-            .field("addr", addr)
-            .emit();
+        tracing::warn!(
+            addr = as_json(addr),
+            "listening beyond loopback with neither admin_key nor jwt_secret: anyone who can reach this port may connect, and publisher and admin routes answer loopback peers only"
+        );
     }
     if config.history_size > config.send_queue {
-        log.warn("history_size is above send_queue: a long resume can fill a client's queue and close it with 4009")
-            .field("history_size", config.history_size)
-            .field("send_queue", config.send_queue)
-            .emit();
+        tracing::warn!(
+            history_size = as_json(config.history_size),
+            send_queue = as_json(config.send_queue),
+            "history_size is above send_queue: a long resume can fill a client's queue and close it with 4009"
+        );
     }
+    let signals = signals(&config);
     let (hub, commands) = HubClient::channel();
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
@@ -63,7 +65,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
                 thread_hub,
                 commands,
                 schemas,
-                log,
+                signals,
             );
             drop(stopped_tx);
         })?;
@@ -95,7 +97,7 @@ fn run(
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
     schemas: Option<Schemas>,
-    log: Logger,
+    signals: Option<async_signal::Signals>,
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
@@ -104,9 +106,10 @@ fn run(
         let listener = match Async::new(listener) {
             Ok(listener) => listener,
             Err(e) => {
-                log.error("cannot watch the listening socket")
-                    .field("error", e.to_string())
-                    .emit();
+                tracing::error!(
+                    error = as_json(e.to_string()),
+                    "cannot watch the listening socket"
+                );
                 return;
             }
         };
@@ -114,19 +117,19 @@ fn run(
         let ctx = Rc::new(Context {
             hub: hub.clone(),
             config: config.clone(),
-            log,
             spawner: spawner.clone(),
         });
         let addr = listener.get_ref().local_addr().ok();
         spawner.spawn(accept_loop(listener, ctx));
-        if config.handle_signals {
-            spawner.spawn(signal_loop(hub.clone(), log));
+        if let Some(signals) = signals {
+            spawner.spawn(signal_loop(signals, hub.clone()));
         }
-        log.info("hub started")
-            .field("epoch", &epoch)
-            .maybe("addr", addr)
-            .emit();
-        Hub::new(config, epoch, log, schemas, live_tx)
+        tracing::info!(
+            epoch = as_json(&epoch),
+            addr = opt_json(addr),
+            "hub started"
+        );
+        Hub::new(config, epoch, schemas, live_tx)
             .run(commands)
             .await;
         // Every connection has been sent a close frame; give their closing
@@ -142,9 +145,7 @@ fn run(
                 false
             })
             .await;
-        log.info("hub stopped")
-            .field("closed_in_grace", in_time)
-            .emit();
+        tracing::info!(closed_in_grace = as_json(in_time), "hub stopped");
     }));
     // Dropping the executor cancels what is left: the accept loop and any
     // connection that outlived the grace period.
@@ -160,31 +161,38 @@ async fn accept_loop(listener: Async<std::net::TcpListener>, ctx: Rc<Context>) {
                 ctx.spawner.spawn(http::serve(stream, peer, ctx.clone()));
             }
             Err(e) => {
-                ctx.log
-                    .warn("accept failed")
-                    .field("error", e.to_string())
-                    .emit();
+                tracing::warn!(error = as_json(e.to_string()), "accept failed");
                 smol::Timer::after(ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-async fn signal_loop(hub: HubClient, log: Logger) {
+/// SIGTERM and SIGINT, caught from the moment `serve` returns: a parent
+/// that signals right after the listening line must not kill the hub.
+fn signals(config: &Config) -> Option<async_signal::Signals> {
     use async_signal::{Signal, Signals};
+    if !config.handle_signals {
+        return None;
+    }
+    let signals = Signals::new([Signal::Term, Signal::Int]);
+    if signals.is_err() {
+        tracing::warn!("cannot install signal handlers");
+    }
+    signals.ok()
+}
+
+async fn signal_loop(mut signals: async_signal::Signals, hub: HubClient) {
     use futures_lite::StreamExt;
-    let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
-        log.warn("cannot install signal handlers").emit();
-        return;
-    };
     if let Some(Ok(signal)) = signals.next().await {
-        log.info("signal received; draining")
-            .field("signal", format!("{signal:?}"))
-            .emit();
+        tracing::info!(
+            signal = as_json(format!("{signal:?}")),
+            "signal received; draining"
+        );
         hub.shutdown().await;
     }
     if let Some(Ok(_)) = signals.next().await {
-        log.warn("second signal; exiting at once").emit();
+        tracing::warn!("second signal; exiting at once");
         std::process::exit(1);
     }
 }

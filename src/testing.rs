@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::auth::{Claims, mint};
 use crate::client::{Client, ClientError, Next};
 pub use crate::client::{Closed, HttpResponse, connect_raw, parse_response};
-use crate::config::{Config, LogLevel};
+use crate::config::Config;
 use crate::server::{Handle, serve};
 
 /// How long a helper waits for anything before failing the test.
@@ -48,13 +48,11 @@ impl TestHub {
     /// A hub with settings changed by `change`; the bind address is always
     /// an ephemeral loopback port. Logs are quiet unless `WSHUB_LOG` is set.
     pub fn with_config(change: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
-            log_level: std::env::var("WSHUB_LOG")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(LogLevel::Error),
-            ..Config::default()
-        };
+        // Quiet unless asked: WSHUB_LOG prints the hub's lines, as the binary does.
+        if let Some(level) = std::env::var("WSHUB_LOG").ok().and_then(|v| v.parse().ok()) {
+            crate::log::JsonLines::install(level);
+        }
+        let mut config = Config::default();
         change(&mut config);
         config.bind = "127.0.0.1:0".parse().expect("loopback address");
         let handle = serve(config.clone()).expect("test hub starts");

@@ -8,7 +8,6 @@ use wshub::{Config, Error, Publish, Status};
 fn config() -> Config {
     let mut config = Config::default();
     config.bind = "127.0.0.1:0".parse().unwrap();
-    config.log_level = wshub::LogLevel::Error;
     config
 }
 
@@ -118,5 +117,62 @@ fn many_hubs_live_in_one_process() {
         for hub in hubs {
             hub.shutdown().await;
         }
+    });
+}
+
+/// The hub's log lines are `tracing` events: an embedding program sees
+/// them in its own subscriber, with the same messages and IDs as fields.
+#[test]
+fn the_hub_logs_through_the_programs_own_tracing_subscriber() {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(String, String)>>);
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
+    }
+    struct Program(Arc<Seen>);
+    impl tracing::Subscriber for Program {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            *metadata.level() <= tracing::Level::INFO
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Vec::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.0.lock().unwrap().extend(fields);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    let seen = Arc::new(Seen::default());
+    // The hub runs on its own thread, so the program's subscriber is global.
+    tracing::subscriber::set_global_default(Program(seen.clone()))
+        .expect("no other test in this file sets a subscriber");
+    let hub = wshub::serve(config()).unwrap();
+    smol::block_on(async {
+        let tab = TestClient::connect(&hub.ws_url()).await;
+        let id = tab.id();
+        tab.close().await;
+        hub.shutdown().await;
+        let fields = seen.0.lock().unwrap();
+        let opened = fields
+            .iter()
+            .any(|(name, value)| name == "message" && value == "connection opened");
+        assert!(opened, "{fields:?}");
+        let with_id = fields
+            .iter()
+            .any(|(name, value)| name == "connection_id" && value.contains(&id));
+        assert!(with_id, "the connection ID is a field: {fields:?}");
     });
 }

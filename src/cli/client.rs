@@ -10,8 +10,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::client::{Client, Subscriber, Update, http};
-use crate::config::LogLevel;
-use crate::log::Logger;
+use crate::log::as_json;
 
 /// How long `publish` waits for the hub's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +56,6 @@ pub(crate) struct PublishArgs {
 
 /// Prints events until interrupted, or until `--max-events`.
 pub(crate) fn listen(args: ListenArgs) -> ExitCode {
-    let log = Logger::new(LogLevel::Info);
     let rooms: Vec<&str> = args
         .rooms
         .split(',')
@@ -77,32 +75,30 @@ pub(crate) fn listen(args: ListenArgs) -> ExitCode {
     smol::block_on(async {
         while let Some(update) = subscriber.next().await {
             match update {
-                Update::Connected { attempt } => log
-                    .info("connected")
-                    .field("url", &args.url)
-                    .field("attempt", attempt)
-                    .emit(),
+                Update::Connected { attempt } => tracing::info!(
+                    url = as_json(&args.url),
+                    attempt = as_json(attempt),
+                    "connected"
+                ),
                 Update::Subscribed(message) => {
                     let payload = &message["payload"];
-                    log.info("subscribed")
-                        .field("rooms", &payload["rooms"])
-                        .field("recovered", &payload["recovered"])
-                        .field("positions", &payload["positions"])
-                        .emit();
+                    tracing::info!(
+                        rooms = as_json(&payload["rooms"]),
+                        recovered = as_json(&payload["recovered"]),
+                        positions = as_json(&payload["positions"]),
+                        "subscribed"
+                    );
                 }
-                Update::HubError(message) => log
-                    .warn("hub error")
-                    .field("error", &message["payload"])
-                    .emit(),
-                Update::Disconnected { reason, retry_in } => log
-                    .warn("disconnected; reconnecting")
-                    .field("reason", reason)
-                    .field("in_ms", retry_in.as_millis() as u64)
-                    .emit(),
+                Update::HubError(message) => {
+                    tracing::warn!(error = as_json(&message["payload"]), "hub error")
+                }
+                Update::Disconnected { reason, retry_in } => tracing::warn!(
+                    reason = as_json(reason),
+                    in_ms = as_json(retry_in.as_millis() as u64),
+                    "disconnected; reconnecting"
+                ),
                 Update::Closed(code) => {
-                    log.error("closed for good")
-                        .field("close_code", code)
-                        .emit();
+                    tracing::error!(close_code = as_json(code), "closed for good");
                     return ExitCode::FAILURE;
                 }
                 Update::Event(event) => {
@@ -120,13 +116,12 @@ pub(crate) fn listen(args: ListenArgs) -> ExitCode {
 
 /// Publishes one event and prints the hub's reply.
 pub(crate) fn publish(args: PublishArgs) -> ExitCode {
-    let log = Logger::new(LogLevel::Info);
     let payload_text = match args.payload.as_deref() {
         Some(text) if text != "-" => text.to_string(),
         _ => {
             let mut text = String::new();
             if std::io::stdin().read_to_string(&mut text).is_err() {
-                log.error("cannot read the payload from stdin").emit();
+                tracing::error!("cannot read the payload from stdin");
                 return ExitCode::from(2);
             }
             text
@@ -135,22 +130,22 @@ pub(crate) fn publish(args: PublishArgs) -> ExitCode {
     let payload: Value = match serde_json::from_str(&payload_text) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            log.error("the payload must be a JSON object").emit();
+            tracing::error!("the payload must be a JSON object");
             return ExitCode::from(2);
         }
     };
     smol::block_on(async {
         if args.url.starts_with("ws://") {
-            publish_ws(&args, payload, log).await
+            publish_ws(&args, payload).await
         } else {
-            publish_http(&args, payload, log).await
+            publish_http(&args, payload).await
         }
     })
 }
 
-async fn publish_http(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode {
+async fn publish_http(args: &PublishArgs, payload: Value) -> ExitCode {
     let Some(rest) = args.url.strip_prefix("http://") else {
-        log.error("--url must start with http:// or ws://").emit();
+        tracing::error!("--url must start with http:// or ws://");
         return ExitCode::from(2);
     };
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
@@ -161,9 +156,7 @@ async fn publish_http(args: &PublishArgs, payload: Value, log: Logger) -> ExitCo
     {
         Some(addr) => addr,
         None => {
-            log.error("cannot resolve the hub's address")
-                .field("url", &args.url)
-                .emit();
+            tracing::error!(url = as_json(&args.url), "cannot resolve the hub's address");
             return ExitCode::from(2);
         }
     };
@@ -183,9 +176,7 @@ async fn publish_http(args: &PublishArgs, payload: Value, log: Logger) -> ExitCo
     let reply = match http(addr, "POST", &path, &headers, Some(&body.to_string())).await {
         Ok(reply) => reply,
         Err(e) => {
-            log.error("cannot publish")
-                .field("error", e.to_string())
-                .emit();
+            tracing::error!(error = as_json(e.to_string()), "cannot publish");
             return ExitCode::FAILURE;
         }
     };
@@ -198,10 +189,9 @@ async fn publish_http(args: &PublishArgs, payload: Value, log: Logger) -> ExitCo
     }
 }
 
-async fn publish_ws(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode {
+async fn publish_ws(args: &PublishArgs, payload: Value) -> ExitCode {
     let Some(room) = &args.room else {
-        log.error("--room is required to publish over WebSocket")
-            .emit();
+        tracing::error!("--room is required to publish over WebSocket");
         return ExitCode::from(2);
     };
     let url = match &args.token {
@@ -211,9 +201,7 @@ async fn publish_ws(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode
     let mut client = match Client::connect(&url).await {
         Ok(client) => client,
         Err(e) => {
-            log.error("cannot connect")
-                .field("error", e.to_string())
-                .emit();
+            tracing::error!(error = as_json(e.to_string()), "cannot connect");
             return ExitCode::FAILURE;
         }
     };
@@ -230,9 +218,7 @@ async fn publish_ws(args: &PublishArgs, payload: Value, log: Logger) -> ExitCode
             }
         }
         Err(e) => {
-            log.error("no reply to the publish")
-                .field("error", e.to_string())
-                .emit();
+            tracing::error!(error = as_json(e.to_string()), "no reply to the publish");
             ExitCode::FAILURE
         }
     }

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::auth::{Claims, mint, unix_now};
 use crate::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
 use crate::error::Error;
-use crate::log::Logger;
+use crate::log::{JsonLines, as_json};
 
 /// Exit status for a bad setting or argument.
 const EXIT_USAGE: u8 = 2;
@@ -134,8 +134,14 @@ pub fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Token(args)) => token(args),
-        Some(Command::Listen(args)) => client::listen(args),
-        Some(Command::Publish(args)) => client::publish(args),
+        Some(Command::Listen(args)) => {
+            JsonLines::install(LogLevel::Info);
+            client::listen(args)
+        }
+        Some(Command::Publish(args)) => {
+            JsonLines::install(LogLevel::Info);
+            client::publish(args)
+        }
         Some(Command::Bench(args)) => bench::run(args),
     }
 }
@@ -149,10 +155,11 @@ fn log_level() -> Result<LogLevel, ConfigError> {
 
 /// Prints a setting error as a JSON log line and returns exit status 2.
 fn bad_setting(e: &ConfigError) -> ExitCode {
-    Logger::new(LogLevel::Error)
-        .error(&e.to_string())
-        .field("setting", &e.setting)
-        .emit();
+    // Before a subscriber may exist: printed through one of its own.
+    let lines = crate::log::JsonLines::new(LogLevel::Error);
+    tracing::subscriber::with_default(lines, || {
+        tracing::error!(setting = e.setting.as_str(), "{e}");
+    });
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -165,16 +172,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return bad_setting(&e),
     };
-    config.log_level = level;
     config.handle_signals = true;
-    let log = Logger::new(level);
+    JsonLines::install(level);
     let handle = match crate::serve(config) {
         Ok(handle) => handle,
         Err(Error::Config(e)) => return bad_setting(&e),
         Err(e) => {
-            log.error("cannot start the hub")
-                .field("error", e.to_string())
-                .emit();
+            tracing::error!(error = as_json(e.to_string()), "cannot start the hub");
             return ExitCode::FAILURE;
         }
     };
@@ -190,9 +194,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     drop(stdout);
     if args.stdin_events {
         let lines = handle.clone();
-        std::thread::spawn(move || stdin::publish_lines(&lines, std::io::stdin().lock(), log));
+        std::thread::spawn(move || stdin::publish_lines(&lines, std::io::stdin().lock()));
         let orphan = handle.clone();
-        std::thread::spawn(move || stdin::stop_when_orphaned(&orphan, log));
+        std::thread::spawn(move || stdin::stop_when_orphaned(&orphan));
     }
     smol::block_on(handle.stopped());
     ExitCode::SUCCESS

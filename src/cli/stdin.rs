@@ -6,12 +6,12 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::log::Logger;
+use crate::log::as_json;
 use crate::protocol::Publish;
 use crate::server::Handle;
 
 /// Publishes every line of `input`, then shuts the hub down.
-pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead, log: Logger) {
+pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead) {
     for (index, line) in input.lines().enumerate() {
         let Ok(line) = line else {
             break;
@@ -23,25 +23,26 @@ pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead, log: Logger) {
         let publish = match Publish::from_json(line.as_bytes()) {
             Ok(publish) => publish,
             Err(e) => {
-                log.warn("stdin line skipped")
-                    .field("line", line_no)
-                    .field("code", e.code)
-                    .field("error", &e.message)
-                    .emit();
+                tracing::warn!(
+                    line = as_json(line_no),
+                    code = as_json(e.code),
+                    error = as_json(&e.message),
+                    "stdin line skipped"
+                );
                 continue;
             }
         };
         match smol::block_on(handle.publish(publish)) {
             Ok(_) => {}
             Err(Error::Stopped) => return,
-            Err(e) => log
-                .warn("stdin line refused")
-                .field("line", line_no)
-                .field("error", e.to_string())
-                .emit(),
+            Err(e) => tracing::warn!(
+                line = as_json(line_no),
+                error = as_json(e.to_string()),
+                "stdin line refused"
+            ),
         }
     }
-    log.info("stdin closed; shutting down").emit();
+    tracing::info!("stdin closed; shutting down");
     smol::block_on(handle.request_shutdown());
 }
 
@@ -51,14 +52,15 @@ const PARENT_CHECK: Duration = Duration::from_millis(250);
 /// Shuts the hub down once its parent process has died (it is then
 /// re-parented). Stdin closing usually says so first; this also covers a
 /// parent whose stdin pipe is still held open by another process.
-pub(crate) fn stop_when_orphaned(handle: &Handle, log: Logger) {
+pub(crate) fn stop_when_orphaned(handle: &Handle) {
     let parent = std::os::unix::process::parent_id();
     loop {
         std::thread::sleep(PARENT_CHECK);
         if std::os::unix::process::parent_id() != parent {
-            log.info("parent process gone; shutting down")
-                .field("parent_pid", parent)
-                .emit();
+            tracing::info!(
+                parent_pid = as_json(parent),
+                "parent process gone; shutting down"
+            );
             smol::block_on(handle.request_shutdown());
             return;
         }

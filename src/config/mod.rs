@@ -122,8 +122,6 @@ macro_rules! settings {
                 #[doc = concat!("Setting `", stringify!($name), "`, default ", $shown, ".")]
                 pub $name: $ty,
             )+
-            /// Log level (from `WSHUB_LOG` in the binary; not a file setting).
-            pub log_level: LogLevel,
             /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
             pub handle_signals: bool,
         }
@@ -132,7 +130,6 @@ macro_rules! settings {
             fn default() -> Self {
                 Self {
                     $($name: $default,)+
-                    log_level: LogLevel::Info,
                     handle_signals: false,
                 }
             }

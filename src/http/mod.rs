@@ -21,7 +21,7 @@ use smol::Async;
 use crate::config::Config;
 use crate::executor::Spawner;
 use crate::hub::HubClient;
-use crate::log::Logger;
+use crate::log::as_json;
 use crate::protocol::{ErrorCode, is_valid_correlation_id, new_uuid};
 
 /// What every socket task on the hub thread shares.
@@ -29,7 +29,6 @@ use crate::protocol::{ErrorCode, is_valid_correlation_id, new_uuid};
 pub(crate) struct Context {
     pub hub: HubClient,
     pub config: Config,
-    pub log: Logger,
     pub spawner: Spawner,
 }
 
@@ -50,11 +49,11 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
                 // Timed out, too large, closed or broken: the socket is
                 // dropped without an answer, as the protocol says.
                 if error != HeadError::Closed {
-                    ctx.log
-                        .debug("request head refused")
-                        .field("ip", peer.ip())
-                        .field("reason", format!("{error:?}"))
-                        .emit();
+                    tracing::debug!(
+                        ip = as_json(peer.ip()),
+                        reason = as_json(format!("{error:?}")),
+                        "request head refused"
+                    );
                 }
                 return;
             }
@@ -89,14 +88,14 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             .headers
             .extend(access::cors_headers(&request, &ctx.config));
         let keep_alive = in_sync && request.keep_alive();
-        ctx.log
-            .debug("http request")
-            .field("correlation_id", &correlation_id)
-            .field("method", &request.method)
-            .field("path", &request.path)
-            .field("status", response.status)
-            .field("ip", peer.ip())
-            .emit();
+        tracing::debug!(
+            correlation_id = as_json(&correlation_id),
+            method = as_json(&request.method),
+            path = as_json(&request.path),
+            status = as_json(response.status),
+            ip = as_json(peer.ip()),
+            "http request"
+        );
         let bytes = response.to_bytes(&correlation_id, keep_alive);
         if io.write_all(&bytes).await.is_err() || !keep_alive {
             let _ = io.close().await;

@@ -17,6 +17,7 @@ use super::response::Response;
 use crate::auth::{self, Claims};
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
+use crate::log::as_json;
 use crate::protocol::{Encoding, ErrorCode, is_valid_room};
 
 /// What a valid upgrade request asks for.
@@ -44,7 +45,7 @@ pub(crate) async fn upgrade(
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
-            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, &correlation_id).await;
             return;
         }
     };
@@ -63,7 +64,7 @@ pub(crate) async fn upgrade(
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id).await;
             return;
         }
         Err(_) => {
@@ -71,7 +72,7 @@ pub(crate) async fn upgrade(
                 retry_after: Some(1),
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             };
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id).await;
             return;
         }
     };
@@ -114,16 +115,15 @@ async fn refuse(
     peer: SocketAddr,
     refusal: &Refusal,
     correlation_id: &str,
-    ctx: &Context,
 ) {
-    ctx.log
-        .info("handshake rejected")
-        .field("correlation_id", correlation_id)
-        .field("ip", peer.ip())
-        .field("status", refusal.status)
-        .field("code", refusal.error.code)
-        .field("message", &refusal.error.message)
-        .emit();
+    tracing::info!(
+        correlation_id = as_json(correlation_id),
+        ip = as_json(peer.ip()),
+        status = as_json(refusal.status),
+        code = as_json(refusal.error.code),
+        message = as_json(&refusal.error.message),
+        "handshake rejected"
+    );
     let mut response = Response::error(refusal.status, refusal.error.code, &refusal.error.message);
     if let Some(secs) = refusal.retry_after {
         response = response.with_header("Retry-After", secs.to_string());

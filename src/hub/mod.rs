@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::auth::unix_now;
 use crate::config::Config;
-use crate::log::Logger;
+use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
     CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
@@ -53,7 +53,6 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) struct Hub {
     config: Config,
     epoch: String,
-    log: Logger,
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
@@ -82,14 +81,12 @@ impl Hub {
     pub fn new(
         config: Config,
         epoch: String,
-        log: Logger,
         schemas: Option<crate::schema::Schemas>,
         live: async_channel::Sender<()>,
     ) -> Self {
         Self {
             config,
             epoch,
-            log,
             started: Instant::now(),
             conns: HashMap::new(),
             rooms: HashMap::new(),
@@ -287,16 +284,16 @@ impl Hub {
             self.users.entry(user.clone()).or_default().insert(id);
         }
         self.metrics.connections_accepted += 1;
-        self.log
-            .info("connection opened")
-            .field("connection_id", id)
-            .field("correlation_id", &request.correlation_id)
-            .field("ip", ip)
-            .field("port", request.peer.port())
-            .maybe("user", user.as_deref())
-            .field("protocol", conn.encoding.protocol())
-            .field("rooms", &request.rooms)
-            .emit();
+        tracing::info!(
+            connection_id = as_json(id),
+            correlation_id = as_json(&request.correlation_id),
+            ip = as_json(ip),
+            port = as_json(request.peer.port()),
+            user = opt_json(user.as_deref()),
+            protocol = as_json(conn.encoding.protocol()),
+            rooms = as_json(&request.rooms),
+            "connection opened"
+        );
         self.conns.insert(id, Box::new(conn));
         Ok(Joined {
             id,
@@ -367,16 +364,16 @@ impl Hub {
         let lasted = conn.connected.elapsed().as_secs_f64();
         self.metrics.disconnected(reason, lasted);
         self.metrics.messages_out += conn.outlet.sent().0;
-        self.log
-            .info("connection closed")
-            .field("connection_id", id)
-            .field("reason", reason)
-            .maybe("close_code", close_code)
-            .maybe("user", conn.user())
-            .field("duration_s", (lasted * 1000.0).round() / 1000.0)
-            .field("messages_in", conn.messages_in)
-            .field("messages_out", conn.outlet.sent().0)
-            .emit();
+        tracing::info!(
+            connection_id = as_json(id),
+            reason = as_json(reason),
+            close_code = opt_json(close_code),
+            user = opt_json(conn.user()),
+            duration_s = as_json((lasted * 1000.0).round() / 1000.0),
+            messages_in = as_json(conn.messages_in),
+            messages_out = as_json(conn.outlet.sent().0),
+            "connection closed"
+        );
         Some(conn)
     }
 
@@ -426,13 +423,13 @@ impl Hub {
         {
             payload.extend(extra);
         }
-        self.log
-            .info("error reply")
-            .field("connection_id", id)
-            .field("correlation_id", correlation_id)
-            .field("code", error.code)
-            .field("message", &error.message)
-            .emit();
+        tracing::info!(
+            connection_id = as_json(id),
+            correlation_id = as_json(correlation_id),
+            code = as_json(error.code),
+            message = as_json(&error.message),
+            "error reply"
+        );
         self.send(id, "error", payload, Some(correlation_id), reference);
     }
 
@@ -487,10 +484,7 @@ impl Hub {
     fn drain(&mut self) {
         self.draining = true;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        self.log
-            .info("hub draining")
-            .field("connections", ids.len())
-            .emit();
+        tracing::info!(connections = as_json(ids.len()), "hub draining");
         for id in ids {
             self.close(id, CloseCode::GoingAway);
         }

@@ -9,9 +9,8 @@ use serde_json::json;
 
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Status};
-use crate::config::LogLevel;
 use crate::connection::Outlet;
-use crate::log::Logger;
+use crate::log::{as_json, opt_json};
 use crate::protocol::{
     CloseCode, Encoded, Encoding, Envelope, ProtocolError, Publish, Published, Target, encode,
     new_uuid, timestamp_now,
@@ -85,16 +84,16 @@ impl Hub {
             .broadcast
             .observe(started.elapsed().as_secs_f64());
         self.metrics.events_published += 1;
-        self.log
-            .info("event published")
-            .field("correlation_id", &correlation_id)
-            .field("event_id", &id)
-            .field("type", &publish.kind)
-            .maybe("room", publish.room())
-            .maybe("seq", seq)
-            .field("recipients", recipients)
-            .maybe("publisher", except)
-            .emit();
+        tracing::info!(
+            correlation_id = as_json(&correlation_id),
+            event_id = as_json(&id),
+            r#type = as_json(&publish.kind),
+            room = opt_json(publish.room()),
+            seq = opt_json(seq),
+            recipients = as_json(recipients),
+            publisher = opt_json(except),
+            "event published"
+        );
         let published = Published {
             id,
             seq,
@@ -122,7 +121,6 @@ impl Hub {
             recipients: 0,
             slow: Vec::new(),
             trace: Trace {
-                log: self.log,
                 correlation_id,
                 event_id,
             },
@@ -168,14 +166,14 @@ impl Hub {
                 fanout.to(conn.id, conn.encoding, &conn.outlet);
             }
             let recipients = self.finish(fanout.done(), None);
-            self.log
-                .info("health changed")
-                .field("correlation_id", correlation_id)
-                .field("component", &component)
-                .field("status", state.status)
-                .maybe("detail", state.detail.as_deref())
-                .field("recipients", recipients)
-                .emit();
+            tracing::info!(
+                correlation_id = as_json(correlation_id),
+                component = as_json(&component),
+                status = as_json(state.status),
+                detail = opt_json(state.detail.as_deref()),
+                recipients = as_json(recipients),
+                "health changed"
+            );
         }
         ComponentState {
             component,
@@ -207,21 +205,18 @@ impl Hub {
 /// reached; free when debug logging is off.
 #[derive(Clone, Copy)]
 struct Trace<'a> {
-    log: Logger,
     correlation_id: &'a str,
     event_id: &'a str,
 }
 
 impl Trace<'_> {
     fn queued(&self, conn: ConnId) {
-        if self.log.enabled(LogLevel::Debug) {
-            self.log
-                .debug("event queued")
-                .field("correlation_id", self.correlation_id)
-                .field("event_id", self.event_id)
-                .field("connection_id", conn)
-                .emit();
-        }
+        tracing::debug!(
+            correlation_id = self.correlation_id,
+            event_id = self.event_id,
+            connection_id = %conn,
+            "event queued"
+        );
     }
 }
 

@@ -1,6 +1,10 @@
 //! The settings of PROTOCOL.md section 8: names, defaults, parsing, checks,
 //! and the precedence flag, then environment, then TOML file, then default.
 
+mod hosts;
+
+pub use hosts::{AllowedHosts, normalize_host};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,12 +14,13 @@ use std::time::Duration;
 
 /// Every setting name, as used in the TOML file; flags use dashes and the
 /// environment `WSHUB_` plus the name in capitals.
-pub const SETTINGS: [&str; 18] = [
+pub const SETTINGS: [&str; 19] = [
     "bind",
     "config",
     "admin_key",
     "jwt_secret",
     "allowed_origins",
+    "allowed_hosts",
     "handshake_timeout",
     "heartbeat_interval",
     "heartbeat_timeout",
@@ -110,6 +115,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Origin allowlist (`allowed_origins`, default loopback and same host).
     pub allowed_origins: AllowedOrigins,
+    /// `Host` allowlist (`allowed_hosts`, default localhost, `*.localhost`,
+    /// IP literals and the host of `bind`).
+    pub allowed_hosts: AllowedHosts,
     /// Time allowed for a request head (`handshake_timeout`, default 10 s).
     pub handshake_timeout: Duration,
     /// Heartbeat interval (`heartbeat_interval`, default 30 s).
@@ -140,6 +148,9 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
     pub handle_signals: bool,
+    /// The host name `bind` was given as, when it was a name: the default
+    /// `allowed_hosts` allows it.
+    pub(crate) bind_name: Option<String>,
 }
 
 impl Default for Config {
@@ -149,6 +160,7 @@ impl Default for Config {
             admin_key: None,
             jwt_secret: None,
             allowed_origins: AllowedOrigins::Loopback,
+            allowed_hosts: AllowedHosts::Local,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -164,6 +176,7 @@ impl Default for Config {
             schemas: None,
             log_level: LogLevel::Info,
             handle_signals: false,
+            bind_name: None,
         }
     }
 }
@@ -258,12 +271,16 @@ impl Config {
     }
 
     fn set(&mut self, name: &str, raw: Raw) -> Result<(), String> {
-        if name == "allowed_origins" {
-            let items = match raw {
+        if matches!(name, "allowed_origins" | "allowed_hosts") {
+            let items: Vec<String> = match raw {
                 Raw::Text(s) => s.split(',').map(|s| s.trim().to_string()).collect(),
                 Raw::List(items) => items,
             };
-            self.allowed_origins = parse_origins(&items)?;
+            if name == "allowed_origins" {
+                self.allowed_origins = parse_origins(&items)?;
+            } else {
+                self.allowed_hosts = hosts::parse_hosts(&items)?;
+            }
             return Ok(());
         }
         let Raw::Text(text) = raw else {
@@ -271,7 +288,10 @@ impl Config {
         };
         let text = text.trim();
         match name {
-            "bind" => self.bind = parse_addr(text)?,
+            "bind" => {
+                self.bind = parse_addr(text)?;
+                self.bind_name = hosts::bind_name(text);
+            }
             "admin_key" => self.admin_key = Some(non_empty(text)?),
             "jwt_secret" => self.jwt_secret = Some(non_empty(text)?),
             "handshake_timeout" => self.handshake_timeout = parse_duration(text)?,
@@ -495,6 +515,7 @@ mod tests {
         assert_eq!(c.history_size, 100);
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.allowed_origins, AllowedOrigins::Loopback);
+        assert_eq!(c.allowed_hosts, AllowedHosts::Local);
     }
 
     #[test]
@@ -516,7 +537,7 @@ mod tests {
         let path = dir.join("hub.toml");
         std::fs::write(
             &path,
-            "send_queue = 7\nhistory_size = 8\nheartbeat_interval = \"3s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:81\"]\n",
+            "send_queue = 7\nhistory_size = 8\nheartbeat_interval = \"3s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:81\"]\nallowed_hosts = [\"Hub.Example\", \"10.0.0.5\"]\n",
         )
         .unwrap();
         let env = |name: &str| match name {
@@ -546,6 +567,10 @@ mod tests {
                 "http://b.example:81".into()
             ])
         );
+        assert_eq!(
+            c.allowed_hosts,
+            AllowedHosts::List(vec!["hub.example".into(), "10.0.0.5".into()])
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -559,6 +584,8 @@ mod tests {
             ("max_message_bytes", "10"),
             ("bind", "not an address"),
             ("allowed_origins", "ftp//x"),
+            ("allowed_hosts", "hub.example:8000"),
+            ("allowed_hosts", ","),
             ("jwt_secret", ""),
             ("max_connections", "0"),
         ];
@@ -616,6 +643,25 @@ mod tests {
             c.set_str("allowed_origins", "https://a.example/path")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hosts_take_a_comma_list_or_star_and_bind_names_count() {
+        let c = Config::load(&BTreeMap::new(), |n| {
+            (n == "WSHUB_ALLOWED_HOSTS").then(|| "a.example, [::1]".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.allowed_hosts,
+            AllowedHosts::List(vec!["a.example".into(), "[::1]".into()])
+        );
+        let c = Config::load(&flags(&[("allowed_hosts", "*")]), |_| None).unwrap();
+        assert_eq!(c.allowed_hosts, AllowedHosts::Any);
+        let mut c = Config::default();
+        c.set_str("bind", "localhost:0").unwrap();
+        assert_eq!(c.bind_name.as_deref(), Some("localhost"));
+        c.set_str("bind", "127.0.0.1:0").unwrap();
+        assert_eq!(c.bind_name, None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::executor::Spawner;
 use crate::http::{self, Context};
 use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
 use crate::log::Logger;
+use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
 
@@ -38,7 +39,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     let addr = listener.local_addr()?;
     let epoch: Arc<str> = new_uuid().into();
     let log = Logger::new(config.log_level);
-    if !addr.ip().is_loopback() && config.admin_key.is_none() && config.jwt_secret.is_none() {
+    if !is_loopback(addr.ip()) && config.admin_key.is_none() && config.jwt_secret.is_none() {
         log.warn("listening beyond loopback with neither admin_key nor jwt_secret: anyone who can reach this port may connect, and publisher and admin routes answer loopback peers only")
             .field("addr", addr)
             .emit();
@@ -74,6 +75,11 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // A restarted hub can take its port back while old sockets linger.
     socket.set_reuse_address(true)?;
+    // `[::]` serves IPv4 peers too (as `::ffff:a.b.c.d`) where the system
+    // allows; where it does not, the socket stays IPv6-only.
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;

@@ -65,6 +65,9 @@ struct ServeArgs {
     /// Origins allowed to connect, comma-separated, or `*` [default: loopback and same host]
     #[arg(long, value_name = "LIST")]
     allowed_origins: Option<String>,
+    /// Hosts (Host header, no port) to answer, comma-separated, or `*` [default: localhost, *.localhost, IP literals and the bind host]
+    #[arg(long, value_name = "LIST")]
+    allowed_hosts: Option<String>,
     /// Time allowed for a request head [default: 10s]
     #[arg(long, value_name = "DURATION")]
     handshake_timeout: Option<String>,
@@ -118,6 +121,7 @@ impl ServeArgs {
             ("admin_key", &self.admin_key),
             ("jwt_secret", &self.jwt_secret),
             ("allowed_origins", &self.allowed_origins),
+            ("allowed_hosts", &self.allowed_hosts),
             ("handshake_timeout", &self.handshake_timeout),
             ("heartbeat_interval", &self.heartbeat_interval),
             ("heartbeat_timeout", &self.heartbeat_timeout),

@@ -141,8 +141,10 @@ mod tests {
 
     #[test]
     fn the_bind_name_and_the_list_count() {
-        let mut config = Config::default();
-        config.bind_name = Some("hub.lan".into());
+        let mut config = Config {
+            bind_name: Some("hub.lan".into()),
+            ..Config::default()
+        };
         assert_eq!(verdict(&["hub.lan:8000"], &config), Ok(()));
         config.allowed_hosts = AllowedHosts::List(vec!["hub.example".into()]);
         assert_eq!(verdict(&["HUB.example:443"], &config), Ok(()));

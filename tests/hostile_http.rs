@@ -90,6 +90,15 @@ fn head(method: &str, path: &str, lines: &str) -> String {
     format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n{lines}\r\n")
 }
 
+/// `GET /health` with `Host: host`, on a connection the hub then closes.
+fn health_with_host(addr: SocketAddr, host: &str) -> HttpResponse {
+    let (raw, closed) = exchange(
+        addr,
+        head("GET", "/health", &format!("Host: {host}\r\n")).as_bytes(),
+    );
+    sole_response(&raw, closed)
+}
+
 fn status_and_code(r: &HttpResponse) -> (u16, String) {
     (r.status, r.error_code())
 }
@@ -211,11 +220,7 @@ fn local_hosts_are_allowed_by_default() {
             format!("[::1]:{port}"),
             "10.0.0.7".into(),
         ] {
-            let (raw, closed) = exchange(
-                addr,
-                head("GET", "/health", &format!("Host: {host}\r\n")).as_bytes(),
-            );
-            assert_eq!(sole_response(&raw, closed).status, 200, "Host: {host}");
+            assert_eq!(health_with_host(addr, &host).status, 200, "Host: {host}");
         }
         let mut tab =
             TestClient::connect_with(&hub.ws_url("?rooms=honest"), &[("Host", "foo.localhost")])
@@ -244,11 +249,11 @@ fn allowed_hosts_replaces_the_default_and_star_allows_any() {
             ("127.0.0.1", 403),
             ("evil.example", 403),
         ] {
-            let (raw, closed) = exchange(
-                addr,
-                head("GET", "/health", &format!("Host: {host}\r\n")).as_bytes(),
+            assert_eq!(
+                health_with_host(addr, host).status,
+                expected,
+                "Host: {host}"
             );
-            assert_eq!(sole_response(&raw, closed).status, expected, "Host: {host}");
         }
         let published = listed
             .handle()
@@ -263,11 +268,7 @@ fn allowed_hosts_replaces_the_default_and_star_allows_any() {
     smol::block_on(async {
         let mut ok = honest(&open).await;
         for host in ["evil.example", "anything.example:1"] {
-            let (raw, closed) = exchange(
-                addr,
-                head("GET", "/health", &format!("Host: {host}\r\n")).as_bytes(),
-            );
-            assert_eq!(sole_response(&raw, closed).status, 200, "Host: {host}");
+            assert_eq!(health_with_host(addr, host).status, 200, "Host: {host}");
         }
         let (raw, closed) = exchange(addr, head("GET", "/health", "").as_bytes());
         assert_eq!(

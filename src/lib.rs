@@ -41,7 +41,8 @@
 //! - [`hub`]: the task that owns connections, rooms, history and counters,
 //!   reached only through commands on an async channel.
 //! - [`auth`] (JWT, room patterns), `schema` (event schemas), [`metrics`]
-//!   (Prometheus text), `log` (JSON lines on stderr).
+//!   (Prometheus text), `log` (JSON lines on stderr), `net` (what counts as
+//!   a loopback peer).
 //! - [`testing`]: a hub on an ephemeral port and a WebSocket test client.
 //! - `cli`: the command line: `serve`, `token`, `listen`, `publish`, `bench`.
 //!
@@ -61,12 +62,13 @@ mod http;
 pub mod hub;
 pub mod log;
 pub mod metrics;
+mod net;
 pub mod protocol;
 mod schema;
 mod server;
 pub mod testing;
 
-pub use config::{AllowedOrigins, Config, ConfigError, LogLevel};
+pub use config::{AllowedHosts, AllowedOrigins, Config, ConfigError, LogLevel};
 pub use error::Error;
 pub use hub::{ConnectionInfo, Status};
 pub use protocol::{Publish, Published, Target};

@@ -18,13 +18,14 @@ pub const DISCONNECT_REASONS: [&str; 9] = [
 ];
 
 /// The handshake refusal codes listed up front so that they read 0, not absent.
-pub const HANDSHAKE_CODES: [&str; 9] = [
+pub const HANDSHAKE_CODES: [&str; 10] = [
     "bad_request",
     "unsupported_protocol",
     "unauthenticated",
     "invalid_token",
     "token_expired",
     "origin_not_allowed",
+    "host_not_allowed",
     "forbidden",
     "too_many_connections",
     "shutting_down",

@@ -18,6 +18,7 @@ use crate::executor::Spawner;
 use crate::http::{self, Context};
 use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
 use crate::log::{as_json, opt_json};
+use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
 
@@ -37,7 +38,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
     let epoch: Arc<str> = new_uuid().into();
-    if !addr.ip().is_loopback() && config.admin_key.is_none() && config.jwt_secret.is_none() {
+    if !is_loopback(addr.ip()) && config.admin_key.is_none() && config.jwt_secret.is_none() {
         tracing::warn!(
             addr = as_json(addr),
             "listening beyond loopback with neither admin_key nor jwt_secret: anyone who can reach this port may connect, and publisher and admin routes answer loopback peers only"
@@ -82,6 +83,11 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // A restarted hub can take its port back while old sockets linger.
     socket.set_reuse_address(true)?;
+    // `[::]` serves IPv4 peers too (as `::ffff:a.b.c.d`) where the system
+    // allows; where it does not, the socket stays IPv6-only.
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;

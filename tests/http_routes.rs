@@ -219,7 +219,7 @@ fn chunked_bodies_are_411_and_oversize_bodies_413() {
     let hub = TestHub::with_config(|c| c.max_message_bytes = 1024);
     let out = raw(
         &hub,
-        b"POST /api/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
     let r = parse_response(&out).unwrap();
     assert_eq!(
@@ -300,7 +300,7 @@ fn keep_alive_serves_repeated_publishes_on_one_connection() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = r#"{"room":"k","type":"t","payload":{}}"#;
     let request = format!(
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     for seq in 1..=5 {
@@ -340,7 +340,7 @@ fn expect_100_continue_gets_the_go_ahead() {
     let body = r#"{"room":"c","type":"t","payload":{}}"#;
     write!(
         s,
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -408,7 +408,7 @@ fn slow_request_heads_are_dropped_after_handshake_timeout() {
     let mut slow = TcpStream::connect(hub.handle().addr()).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     // Meanwhile, others are served.
     assert_eq!(get(&hub, "/health").status, 200);

@@ -151,6 +151,12 @@ fn bad_settings_stop_the_start_with_exit_2_naming_the_setting() {
             "allowed_origins",
         ),
         (
+            vec![],
+            vec![("WSHUB_ALLOWED_HOSTS", "hub.example:8000")],
+            "allowed_hosts",
+        ),
+        (vec!["--allowed-hosts", ","], vec![], "allowed_hosts"),
+        (
             vec!["--config", unknown.to_str().unwrap()],
             vec![],
             "heartbeat_intervall",

@@ -27,7 +27,11 @@ fn readme_rows() -> Vec<(String, String, String)> {
                 cells.len() >= 3,
                 "a settings row has setting, flag, default: {line}"
             );
-            (cells[0].clone(), cells[1].clone(), cells[2].clone())
+            (
+                cells[0].clone(),
+                cells[1].clone(),
+                cells[2].replace('`', ""),
+            )
         })
         .collect()
 }

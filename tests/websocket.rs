@@ -15,7 +15,7 @@ fn upgrade(hub: &TestHub, target: &str, extra: &str) -> wshub::testing::HttpResp
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(hub.handle().addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];

@@ -1,7 +1,10 @@
 //! The settings of PROTOCOL.md section 8: names, defaults, parsing, checks,
 //! and the precedence flag, then environment, then TOML file, then default.
 
+mod hosts;
 mod value;
+
+pub use hosts::{AllowedHosts, normalize_host};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -124,6 +127,9 @@ macro_rules! settings {
             )+
             /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
             pub handle_signals: bool,
+            /// The host name `bind` was given as, when it was a name: the
+            /// default `allowed_hosts` allows it.
+            pub(crate) bind_name: Option<String>,
         }
 
         impl Default for Config {
@@ -131,6 +137,7 @@ macro_rules! settings {
                 Self {
                     $($name: $default,)+
                     handle_signals: false,
+                    bind_name: None,
                 }
             }
         }
@@ -159,6 +166,9 @@ macro_rules! settings {
                     $(stringify!($name) => self.$name = $parse(raw)?,)+
                     _ => return Err("unknown setting".into()),
                 }
+                if name == "bind" {
+                    self.bind_name = value::bind_name(raw);
+                }
                 Ok(())
             }
         }
@@ -174,6 +184,8 @@ settings! {
     jwt_secret: Option<String> = None, "none", "SECRET", value::secret;
     /// Origins allowed to connect, comma-separated (an array in TOML), or `*`.
     allowed_origins: AllowedOrigins = AllowedOrigins::Loopback, "loopback and same host", "LIST", value::origins;
+    /// Hosts (the `Host` header, without the port) the hub answers, comma-separated (an array in TOML), or `*`; a list replaces the default.
+    allowed_hosts: AllowedHosts = AllowedHosts::Local, "localhost, *.localhost, IP literals, the host of bind", "LIST", value::hosts;
     /// Time allowed for a request head (also the keep-alive idle time).
     handshake_timeout: Duration = DEFAULT_HANDSHAKE_TIMEOUT, "10s", "DURATION", value::duration;
     /// Interval between heartbeats (a Ping frame and a `heartbeat` message).
@@ -403,6 +415,7 @@ mod tests {
         assert_eq!(c.history_size, 100);
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.allowed_origins, AllowedOrigins::Loopback);
+        assert_eq!(c.allowed_hosts, AllowedHosts::Local);
     }
 
     #[test]
@@ -424,7 +437,7 @@ mod tests {
         let path = dir.join("hub.toml");
         std::fs::write(
             &path,
-            "send_queue = 7\nhistory_size = 8\nheartbeat_interval = \"3s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:81\"]\n",
+            "send_queue = 7\nhistory_size = 8\nheartbeat_interval = \"3s\"\nallowed_origins = [\"https://a.example\", \"http://b.example:81\"]\nallowed_hosts = [\"Hub.Example\", \"10.0.0.5\"]\n",
         )
         .unwrap();
         let env = |name: &str| match name {
@@ -454,6 +467,10 @@ mod tests {
                 "http://b.example:81".into()
             ])
         );
+        assert_eq!(
+            c.allowed_hosts,
+            AllowedHosts::List(vec!["hub.example".into(), "10.0.0.5".into()])
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -467,6 +484,8 @@ mod tests {
             ("max_message_bytes", "10"),
             ("bind", "not an address"),
             ("allowed_origins", "ftp//x"),
+            ("allowed_hosts", "hub.example:8000"),
+            ("allowed_hosts", ","),
             ("jwt_secret", ""),
             ("max_connections", "0"),
         ];
@@ -524,6 +543,25 @@ mod tests {
             c.set_str("allowed_origins", "https://a.example/path")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hosts_take_a_comma_list_or_star_and_bind_names_count() {
+        let c = Config::load(&BTreeMap::new(), |n| {
+            (n == "WSHUB_ALLOWED_HOSTS").then(|| "a.example, [::1]".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.allowed_hosts,
+            AllowedHosts::List(vec!["a.example".into(), "[::1]".into()])
+        );
+        let c = Config::load(&flags(&[("allowed_hosts", "*")]), |_| None).unwrap();
+        assert_eq!(c.allowed_hosts, AllowedHosts::Any);
+        let mut c = Config::default();
+        c.set_str("bind", "localhost:0").unwrap();
+        assert_eq!(c.bind_name.as_deref(), Some("localhost"));
+        c.set_str("bind", "127.0.0.1:0").unwrap();
+        assert_eq!(c.bind_name, None);
     }
 
     #[test]

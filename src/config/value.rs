@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::AllowedOrigins;
+use super::{AllowedHosts, AllowedOrigins, hosts};
 
 /// A setting's raw value: text from a flag, a variable or a TOML scalar, or
 /// a TOML array of strings.
@@ -59,6 +59,16 @@ pub(crate) fn count<T: FromStr>(raw: &Raw) -> Result<T, String> {
     let text = raw.text()?;
     text.parse()
         .map_err(|_| format!("`{text}` is not a non-negative whole number in range"))
+}
+
+/// A host allowlist.
+pub(crate) fn hosts(raw: &Raw) -> Result<AllowedHosts, String> {
+    hosts::parse_hosts(&raw.items())
+}
+
+/// The host name a `bind` value names, if it is a name.
+pub(crate) fn bind_name(raw: &Raw) -> Option<String> {
+    hosts::bind_name(raw.text().ok()?)
 }
 
 /// An origin allowlist.

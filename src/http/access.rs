@@ -1,6 +1,6 @@
-//! Who may use which route: the `Origin` allowlist (PROTOCOL.md section 2),
-//! the publisher and admin credentials (section 1), and CORS for allowed
-//! origins.
+//! Who may use which route: the `Origin` allowlist (PROTOCOL.md section 2)
+//! and its reach over every route (section 11), the publisher and admin
+//! credentials (section 1), and CORS for allowed origins.
 
 use std::net::SocketAddr;
 
@@ -8,6 +8,7 @@ use super::request::Request;
 use super::response::Response;
 use crate::auth;
 use crate::config::{AllowedOrigins, Config, normalize_origin};
+use crate::net::is_loopback;
 use crate::protocol::ErrorCode;
 
 /// Whether a request with `Origin: origin` and `Host: host` may proceed.
@@ -42,6 +43,25 @@ pub fn request_origin_allowed(request: &Request, config: &Config) -> bool {
         .is_none_or(|o| origin_allowed(o, request.header("host"), &config.allowed_origins))
 }
 
+/// Refuses a request whose `Origin` is not allowed (403
+/// `origin_not_allowed`) on every route but the three any page may load,
+/// `GET /health`, `GET /` and `GET /client.js`, whatever its method, body or
+/// Content-Type (PROTOCOL.md section 11). `/ws` makes this check in its
+/// handshake, in the order of section 2.
+pub fn check_origin(request: &Request, config: &Config) -> Result<(), Response> {
+    let open_to_any_page =
+        request.method == "GET" && matches!(request.path.as_str(), "/health" | "/" | "/client.js");
+    if open_to_any_page || request_origin_allowed(request, config) {
+        Ok(())
+    } else {
+        Err(Response::error(
+            403,
+            ErrorCode::OriginNotAllowed,
+            "this Origin is not in allowed_origins; pages from other origins may only load GET /health, / and /client.js",
+        ))
+    }
+}
+
 /// The bearer credential of a request, if any.
 pub fn bearer(request: &Request) -> Option<&str> {
     let value = request.header("authorization")?.trim();
@@ -59,7 +79,7 @@ pub fn check_privileged(
     config: &Config,
 ) -> Result<(), Response> {
     if config.admin_key.is_none() && config.jwt_secret.is_none() {
-        return if peer.ip().is_loopback() {
+        return if is_loopback(peer.ip()) {
             Ok(())
         } else {
             Err(Response::error(
@@ -177,6 +197,48 @@ mod tests {
             None,
             &AllowedOrigins::Any
         ));
+    }
+
+    #[test]
+    fn foreign_origins_reach_only_the_open_routes() {
+        let config = Config::default();
+        let verdict = |method: &str, path: &str, origin: &str| {
+            let raw =
+                format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\n\r\n");
+            let (req, _) = super::super::request::parse_head(raw.as_bytes())
+                .unwrap()
+                .unwrap();
+            check_origin(&req, &config).map_err(|r| r.status)
+        };
+        for (method, path) in [("GET", "/health"), ("GET", "/"), ("GET", "/client.js")] {
+            assert_eq!(
+                verdict(method, path, "http://evil.example"),
+                Ok(()),
+                "{path}"
+            );
+        }
+        for (method, path) in [
+            ("POST", "/api/events"),
+            ("PUT", "/api/health/db"),
+            ("GET", "/metrics"),
+            ("GET", "/api/connections"),
+            ("OPTIONS", "/api/events"),
+            ("POST", "/health"),
+            ("PUT", "/"),
+            ("GET", "/nope"),
+        ] {
+            assert_eq!(
+                verdict(method, path, "http://evil.example"),
+                Err(403),
+                "{method} {path}"
+            );
+            assert_eq!(
+                verdict(method, path, "http://localhost:3000"),
+                Ok(()),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(verdict("GET", "/metrics", "http://localhost"), Ok(()));
     }
 
     #[test]

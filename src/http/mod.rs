@@ -1,15 +1,22 @@
 //! Plain HTTP/1.1 on the hub's one port (PROTOCOL.md section 1): each
 //! accepted socket reads request heads under the size and time bounds,
-//! answers routes with keep-alive, and hands `/ws` upgrades to [`upgrade`].
+//! checks `Host` and `Origin` (section 11), answers routes with keep-alive,
+//! and hands `/ws` upgrades to [`upgrade`].
+//!
+//! One request is answered, and its response written, before the next is
+//! read: a peer that pipelines and never reads holds at most one response
+//! and one head plus body of read-ahead, and a write that makes no
+//! progress for `handshake_timeout` closes it.
 
 mod access;
+mod host;
 mod request;
 mod response;
 mod routes;
 mod upgrade;
 
 pub use request::{HeadError, parse_head, percent_decode};
-use response::Response;
+use response::{Response, write_all_within};
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -36,13 +43,19 @@ pub(crate) struct Context {
 pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Context>) {
     let mut buf = Vec::new();
     let mut io = &stream;
+    let stall = ctx.config.handshake_timeout;
     loop {
         let deadline = Instant::now() + ctx.config.handshake_timeout;
         let request = match request::read_head(&mut io, &mut buf, deadline).await {
             Ok(request) => request,
             Err(HeadError::Malformed(message)) => {
+                // Closed after the answer: what follows a head that cannot
+                // be trusted is never read as a next request.
                 let response = Response::error(400, ErrorCode::BadRequest, message);
-                let _ = io.write_all(&response.to_bytes(&new_uuid(), false)).await;
+                let bytes = response.to_bytes(&new_uuid(), false);
+                if write_all_within(&mut io, &bytes, stall).await.is_ok() {
+                    let _ = io.close().await;
+                }
                 return;
             }
             Err(error) => {
@@ -68,9 +81,8 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             let response =
                 Response::error(503, ErrorCode::ShuttingDown, "the hub is shutting down")
                     .with_header("Retry-After", "1");
-            let _ = io
-                .write_all(&response.to_bytes(&correlation_id, false))
-                .await;
+            let bytes = response.to_bytes(&correlation_id, false);
+            let _ = write_all_within(&mut io, &bytes, stall).await;
             return;
         }
         if request.path == "/ws" {
@@ -82,8 +94,18 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             return;
         }
 
-        let (mut response, in_sync) =
-            routes::respond(&mut io, &mut buf, peer, &request, &correlation_id, &ctx).await;
+        let front_door = host::check(&request, &ctx.config)
+            .map_err(|refusal| Response::refusal(&refusal))
+            .and_then(|()| access::check_origin(&request, &ctx.config));
+        let (mut response, in_sync) = match front_door {
+            Ok(()) => {
+                routes::respond(&mut io, &mut buf, peer, &request, &correlation_id, &ctx).await
+            }
+            Err(refused) => {
+                let in_sync = routes::discard_body(&mut io, &mut buf, &request, &ctx).await;
+                (refused, in_sync)
+            }
+        };
         response
             .headers
             .extend(access::cors_headers(&request, &ctx.config));
@@ -97,9 +119,23 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             "http request"
         );
         let bytes = response.to_bytes(&correlation_id, keep_alive);
-        if io.write_all(&bytes).await.is_err() || !keep_alive {
-            let _ = io.close().await;
-            return;
+        match write_all_within(&mut io, &bytes, stall).await {
+            Ok(()) if keep_alive => {}
+            Ok(()) => {
+                let _ = io.close().await;
+                return;
+            }
+            Err(error) => {
+                // A peer that stopped reading (or went away): the socket is
+                // dropped with whatever it did not take.
+                tracing::debug!(
+                    correlation_id = correlation_id.as_str(),
+                    ip = %peer.ip(),
+                    error = %error,
+                    "http response not written"
+                );
+                return;
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Request heads and bodies: parsed with `httparse`, read under the 16 KiB
-//! and `handshake_timeout` bounds of PROTOCOL.md section 1.
+//! and `handshake_timeout` bounds of PROTOCOL.md section 1, with the strict
+//! `Content-Length` of section 11.
 
 use std::time::Instant;
 
@@ -25,6 +26,9 @@ pub struct Request {
     pub minor_version: u8,
     /// Headers in order, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The declared body length (`Content-Length`), checked by
+    /// [`content_length`]; saturates at `u64::MAX`.
+    pub content_length: Option<u64>,
 }
 
 impl Request {
@@ -142,6 +146,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
     if len > MAX_HEAD_BYTES {
         return Err(HeadError::TooLarge);
     }
+    let content_length = content_length(&buf[..len]).map_err(HeadError::Malformed)?;
     let target = parsed.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let request = Request {
@@ -159,8 +164,51 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
                 )
             })
             .collect(),
+        content_length,
     };
     Ok(Some((request, len)))
+}
+
+/// The body length declared by a complete, already parsed `head`: each
+/// `Content-Length` value is ASCII digits only, after at most one space or
+/// tab, and repeated values must be equal (PROTOCOL.md section 11). Anything
+/// looser is how a request is smuggled past a proxy that reads it another
+/// way, so it is an error, and the caller closes the connection after its 400.
+pub fn content_length(head: &[u8]) -> Result<Option<u64>, String> {
+    let mut declared: Option<u64> = None;
+    // The first line is the request line; httparse has already refused
+    // folded lines and spaces before a colon.
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let raw = &line[colon + 1..];
+        let digits = raw
+            .strip_prefix(b" ")
+            .or_else(|| raw.strip_prefix(b"\t"))
+            .unwrap_or(raw);
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(
+                "Content-Length must be digits only, like `Content-Length: 47`; the connection is closed"
+                    .into(),
+            );
+        }
+        let value = digits.iter().fold(0u64, |n, &d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        });
+        if declared.is_some_and(|first| first != value) {
+            return Err(
+                "Content-Length is repeated with different values; send it once; the connection is closed"
+                    .into(),
+            );
+        }
+        declared = Some(value);
+    }
+    Ok(declared)
 }
 
 /// Reads one request head from `stream` into `buf` (which may already hold
@@ -276,6 +324,75 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!req.keep_alive());
+    }
+
+    fn declared(lines: &str) -> Result<Option<u64>, String> {
+        content_length(format!("POST / HTTP/1.1\r\nHost: h\r\n{lines}\r\n").as_bytes())
+    }
+
+    #[test]
+    fn content_length_is_digits_only_and_repeats_must_agree() {
+        assert_eq!(declared(""), Ok(None));
+        assert_eq!(declared("Content-Length: 47\r\n"), Ok(Some(47)));
+        assert_eq!(declared("content-length:47\r\n"), Ok(Some(47)));
+        assert_eq!(declared("CONTENT-LENGTH:\t0047\r\n"), Ok(Some(47)));
+        assert_eq!(declared("Content-Length: 0\r\n"), Ok(Some(0)));
+        assert_eq!(
+            declared("Content-Length: 47\r\nX-A: b\r\ncontent-length: 47\r\n"),
+            Ok(Some(47))
+        );
+        assert_eq!(
+            declared("Content-Length: 99999999999999999999999999\r\n"),
+            Ok(Some(u64::MAX)),
+            "too large is a 413 later, not a parse error"
+        );
+        assert_eq!(declared("X-Content-Length: +1\r\n"), Ok(None));
+        for bad in [
+            "+47", "-47", " 47", "47 ", "4 7", "", " ", "0x2f", "47,47", "47, 47", "4.7",
+            "\u{a0}47", "\u{661}",
+        ] {
+            assert!(
+                declared(&format!("Content-Length: {bad}\r\n")).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(declared("Content-Length: 47\r\nContent-Length: 48\r\n").is_err());
+        assert!(declared("Content-Length: 47\r\nContent-Length: +47\r\n").is_err());
+        assert!(declared("Content-Length: 0\r\nContent-Length: 00\r\n").is_ok());
+    }
+
+    #[test]
+    fn a_bad_content_length_makes_the_head_malformed() {
+        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +47\r\n\r\n";
+        assert!(matches!(parse_head(raw), Err(HeadError::Malformed(_))));
+        let raw = b"POST / HTTP/1.1\nHost: h\nContent-Length: 5\nContent-Length: 6\n\n";
+        assert!(matches!(parse_head(raw), Err(HeadError::Malformed(_))));
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let (req, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(req.content_length, Some(5));
+    }
+
+    #[test]
+    fn read_ahead_is_bounded_by_the_head_limit() {
+        use futures_lite::io::{AsyncReadExt as _, Cursor, repeat};
+        smol::block_on(async {
+            // A thousand pipelined requests: one head is taken, and no more
+            // than one read's worth of what follows is held.
+            let pipelined = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".repeat(1000);
+            let mut reader = Cursor::new(pipelined);
+            let mut buf = Vec::new();
+            let far = Instant::now() + std::time::Duration::from_secs(10);
+            read_head(&mut reader, &mut buf, far).await.unwrap();
+            assert!(buf.len() < READ_CHUNK, "{} bytes held", buf.len());
+            // A head that never ends is refused once it passes the limit.
+            let mut endless = Cursor::new(b"GET / HTTP/1.1\r\nX: ".to_vec()).chain(repeat(b'a'));
+            let mut buf = Vec::new();
+            assert_eq!(
+                read_head(&mut endless, &mut buf, far).await,
+                Err(HeadError::TooLarge)
+            );
+            assert!(buf.len() < MAX_HEAD_BYTES + READ_CHUNK);
+        });
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! HTTP responses: JSON bodies, the JSON error shape of PROTOCOL.md section
-//! 1, and serialisation with `X-Correlation-ID` and keep-alive headers.
+//! 1, serialisation with `X-Correlation-ID` and keep-alive headers, and the
+//! write that gives up on a peer that stops reading (section 11).
 
+use std::io;
+use std::time::Duration;
+
+use futures_lite::{AsyncWrite, AsyncWriteExt, FutureExt};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::hub::Refusal;
 use crate::protocol::ErrorCode;
 
 /// A response about to be written.
@@ -36,6 +42,19 @@ impl Response {
             status,
             &json!({"error": {"code": code, "message": message.into()}}),
         )
+    }
+
+    /// The JSON error of a refusal, with `Retry-After` when it has one and
+    /// `Sec-WebSocket-Version` on a 426.
+    pub fn refusal(refusal: &Refusal) -> Self {
+        let mut response = Self::error(refusal.status, refusal.error.code, &refusal.error.message);
+        if let Some(secs) = refusal.retry_after {
+            response = response.with_header("Retry-After", secs.to_string());
+        }
+        if refusal.status == 426 {
+            response = response.with_header("Sec-WebSocket-Version", "13");
+        }
+        response
     }
 
     /// A body of `content_type`.
@@ -82,6 +101,30 @@ impl Response {
     }
 }
 
+/// Writes all of `bytes`, failing with `TimedOut` when one write makes no
+/// progress for `stall` (the hub's `handshake_timeout`): a peer that stops
+/// reading is closed rather than holding the response and its socket.
+pub async fn write_all_within(
+    stream: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+    stall: Duration,
+) -> io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let written = async { stream.write(rest).await }
+            .or(async {
+                smol::Timer::after(stall).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        rest = &rest[written..];
+    }
+    Ok(())
+}
+
 /// The reason phrase for `status`.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -122,5 +165,58 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["code"], "not_found");
         assert_eq!(v["error"]["message"], "no such route");
+    }
+
+    /// A peer that takes `room` bytes, then nothing more.
+    struct Stalled {
+        room: usize,
+        taken: usize,
+    }
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.room - self.taken);
+            if n == 0 {
+                return std::task::Poll::Pending;
+            }
+            self.taken += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_write_that_stalls_gives_up_and_one_that_progresses_completes() {
+        smol::block_on(async {
+            let stall = Duration::from_millis(50);
+            let mut open = Stalled {
+                room: 100,
+                taken: 0,
+            };
+            assert!(write_all_within(&mut open, &[7; 100], stall).await.is_ok());
+            let mut stalled = Stalled { room: 10, taken: 0 };
+            let e = write_all_within(&mut stalled, &[7; 100], stall)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert_eq!(stalled.taken, 10);
+        });
     }
 }

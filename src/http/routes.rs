@@ -4,14 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use futures_lite::AsyncWriteExt;
 use serde_json::{Value, json};
 use smol::Async;
 
 use super::Context;
 use super::access::{check_privileged, preflight};
 use super::request::{Request, read_exact_into};
-use super::response::Response;
+use super::response::{Response, write_all_within};
 use crate::hub::{ConnId, HubGone, Status};
 use crate::protocol::{ErrorCode, ProtocolError, Publish, is_valid_room};
 
@@ -215,6 +214,51 @@ async fn handle(
     })
 }
 
+/// The length of the request's body (0 without `Content-Length`), refused
+/// before a byte of it is read when it is chunked (411) or over
+/// `max_message_bytes` (413): no body is buffered past that limit.
+fn body_len(request: &Request, ctx: &Context) -> Result<usize, Response> {
+    if request.header("transfer-encoding").is_some() {
+        return Err(Response::error(
+            411,
+            ErrorCode::LengthRequired,
+            "send the body with Content-Length, not Transfer-Encoding",
+        ));
+    }
+    let max = ctx.config.max_message_bytes;
+    match usize::try_from(request.content_length.unwrap_or(0)) {
+        Ok(len) if len <= max => Ok(len),
+        _ => Err(Response::error(
+            413,
+            ErrorCode::PayloadTooLarge,
+            format!("the body is over max_message_bytes ({max}); send a smaller one"),
+        )),
+    }
+}
+
+/// Reads and drops the body of a request refused before its route, so the
+/// connection stays in step; `false` when it cannot (chunked, too large,
+/// late, or a client waiting for `100 Continue`, which it is not given).
+pub(super) async fn discard_body(
+    stream: &mut &Async<std::net::TcpStream>,
+    buf: &mut Vec<u8>,
+    request: &Request,
+    ctx: &Context,
+) -> bool {
+    let Ok(len) = body_len(request, ctx) else {
+        return false;
+    };
+    if len > buf.len() && request.has_token("expect", "100-continue") {
+        return false;
+    }
+    let deadline = Instant::now() + ctx.config.handshake_timeout;
+    if read_exact_into(stream, buf, len, deadline).await.is_err() {
+        return false;
+    }
+    buf.drain(..len);
+    true
+}
+
 /// Reads the request's body (empty without `Content-Length`). An error
 /// response means the connection can no longer be kept in step.
 async fn read_body(
@@ -223,33 +267,14 @@ async fn read_body(
     request: &Request,
     ctx: &Context,
 ) -> Result<Vec<u8>, Response> {
-    if request.header("transfer-encoding").is_some() {
-        return Err(Response::error(
-            411,
-            ErrorCode::LengthRequired,
-            "send the body with Content-Length, not Transfer-Encoding",
-        ));
-    }
-    let len = match request.header("content-length") {
-        None => 0,
-        Some(value) => value.trim().parse::<usize>().map_err(|_| {
-            Response::error(400, ErrorCode::BadRequest, "Content-Length is not a number")
-        })?,
-    };
-    if len > ctx.config.max_message_bytes {
-        return Err(Response::error(
-            413,
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "the body is over max_message_bytes ({})",
-                ctx.config.max_message_bytes
-            ),
-        ));
-    }
+    let len = body_len(request, ctx)?;
     // A client that asked to hear before sending the body (curl does, for
     // large bodies) gets the go-ahead; one it does not need is harmless.
     if len > buf.len() && request.has_token("expect", "100-continue") {
-        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let go_ahead = b"HTTP/1.1 100 Continue\r\n\r\n";
+        // A peer that does not take it will not send the body either; the
+        // read below then times out.
+        let _ = write_all_within(stream, go_ahead, ctx.config.handshake_timeout).await;
     }
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     read_exact_into(stream, buf, len, deadline)

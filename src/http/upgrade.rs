@@ -1,6 +1,7 @@
 //! The WebSocket handshake of PROTOCOL.md section 2: validating the upgrade
-//! request (method, headers, key, version, subprotocol, Origin, token,
-//! rooms), asking the hub to admit it, and answering 101 or a JSON refusal.
+//! request (Host as section 11 asks, then method, headers, key, version,
+//! subprotocol, Origin, token, rooms), asking the hub to admit it, and
+//! answering 101 or a JSON refusal.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use base64::Engine as _;
 use futures_lite::AsyncWriteExt;
 use smol::Async;
 
-use super::Context;
 use super::access::{bearer, request_origin_allowed};
 use super::request::Request;
-use super::response::Response;
+use super::response::{Response, write_all_within};
+use super::{Context, host};
 use crate::auth::{self, Claims};
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
@@ -41,11 +42,12 @@ pub(crate) async fn upgrade(
     correlation_id: String,
     ctx: &Context,
 ) {
-    let accepted = match check(&request, ctx) {
+    let checked = host::check(&request, &ctx.config).and_then(|()| check(&request, ctx));
+    let accepted = match checked {
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
-            refuse(&stream, peer, &refusal, &correlation_id).await;
+            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
@@ -64,7 +66,7 @@ pub(crate) async fn upgrade(
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&link.socket, peer, &refusal, &correlation_id).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
         Err(_) => {
@@ -72,7 +74,7 @@ pub(crate) async fn upgrade(
                 retry_after: Some(1),
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             };
-            refuse(&link.socket, peer, &refusal, &correlation_id).await;
+            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
     };
@@ -92,7 +94,11 @@ pub(crate) async fn upgrade(
     // is first whatever the writer finds queued later.
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(joined.welcome.wire());
-    if (&link.socket).write_all(&bytes).await.is_err() {
+    let mut io = &link.socket;
+    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
+        .await
+        .is_err()
+    {
         ctx.hub.leave(joined.id, "error", None).await;
         return;
     }
@@ -115,6 +121,7 @@ async fn refuse(
     peer: SocketAddr,
     refusal: &Refusal,
     correlation_id: &str,
+    ctx: &Context,
 ) {
     tracing::info!(
         correlation_id = as_json(correlation_id),
@@ -124,19 +131,16 @@ async fn refuse(
         message = as_json(&refusal.error.message),
         "handshake rejected"
     );
-    let mut response = Response::error(refusal.status, refusal.error.code, &refusal.error.message);
-    if let Some(secs) = refusal.retry_after {
-        response = response.with_header("Retry-After", secs.to_string());
-    }
-    if refusal.status == 426 {
-        response = response.with_header("Sec-WebSocket-Version", "13");
-    }
-    // The peer may already be gone; there is nothing more to tell it.
+    let bytes = Response::refusal(refusal).to_bytes(correlation_id, false);
+    // The peer may already be gone, or not reading; there is nothing more
+    // to tell it.
     let mut io = stream;
-    let _ = io
-        .write_all(&response.to_bytes(correlation_id, false))
-        .await;
-    let _ = io.close().await;
+    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
+        .await
+        .is_ok()
+    {
+        let _ = io.close().await;
+    }
 }
 
 fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {

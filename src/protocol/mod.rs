@@ -96,6 +96,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     UnsupportedProtocol,
     OriginNotAllowed,
+    // Section 11.
+    HostNotAllowed,
     TooManyConnections,
     ShuttingDown,
     Internal,
@@ -125,6 +127,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::OriginNotAllowed => "origin_not_allowed",
+            Self::HostNotAllowed => "host_not_allowed",
             Self::TooManyConnections => "too_many_connections",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal_error",

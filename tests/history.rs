@@ -43,7 +43,7 @@ fn resume_replays_exactly_the_missed_events_then_new_ones() {
         assert_eq!(replayed[0]["payload"]["n"], 3);
         hub.publish("scans", "e", json!({"n": 8})).await;
         assert_eq!(tab.expect("e").await["seq"], 8);
-        tab.expect_silence(Duration::from_millis(100)).await;
+        tab.expect_nothing_before_pong().await;
     });
 }
 
@@ -65,7 +65,7 @@ fn resume_beyond_the_window_is_history_unavailable_before_subscribed() {
         assert_eq!(err["ref"], "s");
         let sub = tab.expect("subscribed").await;
         assert_eq!(sub["payload"]["recovered"], json!({"r": false}));
-        tab.expect_silence(Duration::from_millis(100)).await;
+        tab.expect_nothing_before_pong().await;
 
         // The oldest held minus one is still recoverable.
         let mut edge = hub.client("").await;
@@ -101,7 +101,7 @@ fn another_epoch_is_history_unavailable_and_nothing_is_replayed() {
         assert_eq!(unavailable, ["q", "r"]);
         let sub = tab.expect("subscribed").await;
         assert_eq!(sub["payload"]["recovered"], json!({"r": false, "q": false}));
-        tab.expect_silence(Duration::from_millis(100)).await;
+        tab.expect_nothing_before_pong().await;
     });
 }
 
@@ -171,7 +171,7 @@ fn resume_while_publishing_has_no_gap_and_no_duplicate() {
             assert_eq!(e["seq"], next, "consecutive seqs, no gap, no duplicate");
             next += 1;
         }
-        tab.expect_silence(Duration::from_millis(100)).await;
+        tab.expect_nothing_before_pong().await;
     });
 }
 

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use serde_json::json;
+mod common;
+
+use common::{connection_count, wait_for_connections};
 use wshub::testing::{Closed, TestClient, TestHub, http};
 
 async fn upgrade_status(addr: SocketAddr, query: &str) -> (u16, String, Option<String>) {
@@ -28,20 +31,6 @@ async fn upgrade_status(addr: SocketAddr, query: &str) -> (u16, String, Option<S
     (r.status, code, retry)
 }
 
-async fn count(hub: &TestHub) -> usize {
-    hub.request("GET", "/health", None).await.json()["connections"]
-        .as_u64()
-        .unwrap() as usize
-}
-
-async fn wait_for_count(hub: &TestHub, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while count(hub).await != n {
-        assert!(Instant::now() < deadline, "never got to {n} connections");
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn max_connections_is_503_with_retry_after() {
     let hub = TestHub::with_config(|c| c.max_connections = 3);
@@ -55,7 +44,7 @@ fn max_connections_is_503_with_retry_after() {
             c.expect("e").await;
         }
         open.pop().unwrap().close().await;
-        wait_for_count(&hub, 2).await;
+        wait_for_connections(&hub, 2, &mut []).await;
         hub.client("").await;
     });
 }
@@ -130,7 +119,7 @@ fn limits_come_back_down_after_every_kind_of_disconnect() {
                     assert_eq!(c.expect_close().await, Closed::Code(1009));
                 }
             }
-            wait_for_count(&hub, 0).await;
+            wait_for_connections(&hub, 0, &mut []).await;
         }
         let m = hub.request("GET", "/metrics", None).await.text();
         assert!(m.contains("wshub_connections_accepted_total 60"), "{m}");
@@ -169,7 +158,7 @@ fn over_the_rate_messages_are_dropped_with_one_notice_a_second() {
             "burst answered, the rest dropped: {pongs}"
         );
         assert_eq!(notices, 1, "one notice, further drops are silent");
-        smol::Timer::after(Duration::from_millis(600)).await;
+        // 300 ms of silence ended the loop: the bucket holds 3 tokens again.
         assert_eq!(
             c.request(json!({"type": "ping"})).await["type"],
             "pong",
@@ -237,7 +226,7 @@ fn ten_seconds_over_the_limit_closes_with_1008() {
                 let _ = m;
             }
             let _ = bystander.recv_within(Duration::from_millis(1)).await;
-            if count(&hub).await == 1 {
+            if connection_count(&hub).await == 1 {
                 closed = Some(abuser.expect_close().await);
                 break;
             }

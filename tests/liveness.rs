@@ -9,43 +9,14 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use futures_lite::StreamExt;
 use serde_json::{Value, json};
+mod common;
+
+use common::{connection_count, metric, wait_for_connections};
 use wshub::testing::{Closed, TestClient, TestHub, connect_raw};
 
 /// A socket that upgraded to `/ws{query}` and then neither reads nor writes.
 fn raw_websocket(hub: &TestHub, query: &str) -> TcpStream {
     wshub::testing::raw_upgrade(hub.handle().addr(), query)
-}
-
-async fn connections(hub: &TestHub) -> usize {
-    hub.request("GET", "/api/connections", None).await.json()["connections"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
-/// Polls the registry until it holds `n` connections, reading `keep` (so it
-/// keeps answering pings) while it waits; panics after 10 s.
-async fn wait_for_connections(hub: &TestHub, n: usize, keep: &mut [&mut TestClient]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if connections(hub).await == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "registry never reached {n} connections"
-        );
-        for c in keep.iter_mut() {
-            let _ = c.recv_within(Duration::from_millis(20)).await;
-        }
-        smol::Timer::after(Duration::from_millis(20)).await;
-    }
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series}"))
 }
 
 fn quick_heartbeat(c: &mut wshub::Config) {
@@ -114,7 +85,7 @@ fn a_half_open_peer_is_freed() {
     smol::block_on(async {
         let mut honest = hub.client("?rooms=r").await;
         let half_open = raw_websocket(&hub, "?rooms=r");
-        assert_eq!(connections(&hub).await, 2);
+        assert_eq!(connection_count(&hub).await, 2);
         wait_for_connections(&hub, 1, &mut [&mut honest]).await;
         let rooms = hub.request("GET", "/api/rooms/r", None).await.json();
         assert_eq!(rooms["subscribers"], 1);
@@ -222,6 +193,8 @@ fn no_entry_is_left_behind_after_any_kind_of_disconnect() {
         assert_eq!(big.expect_close().await, Closed::Code(1009));
         // 4000.
         let mut silent = hub.client("?rooms=r").await;
+        // Silence: reading would answer the hub's Pings (tungstenite does),
+        // so this client reads nothing for longer than heartbeat_timeout.
         smol::Timer::after(Duration::from_millis(800)).await;
         assert_eq!(silent.expect_close().await, Closed::Code(4000));
         // 4003, by an admin.

@@ -2,12 +2,14 @@
 //! registry, rooms, and `/metrics` checked with a real Prometheus parser
 //! against a scripted scenario, counter by counter.
 
-use std::collections::HashMap;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use serde_json::json;
+mod common;
+
+use common::{connection_count, scrape};
 use wshub::testing::{Closed, TestClient, TestHub, http};
 
 const SECRET: &str = "ops-secret";
@@ -15,37 +17,6 @@ const SECRET: &str = "ops-secret";
 /// A socket that upgraded to `/ws{query}` and then neither reads nor writes.
 fn raw_websocket(hub: &TestHub, query: &str) -> TcpStream {
     wshub::testing::raw_upgrade(hub.handle().addr(), query)
-}
-
-/// The scrape as `name{labels}` → value, histograms as `name_count`.
-fn scrape(text: &str) -> HashMap<String, f64> {
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-    let mut out = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect();
-        labels.sort();
-        let key = if labels.is_empty() {
-            sample.metric.clone()
-        } else {
-            format!("{}{{{}}}", sample.metric, labels.join(","))
-        };
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
-            }
-            prometheus_parse::Value::Summary(_) => continue,
-        };
-        out.insert(key, value);
-    }
-    out
 }
 
 /// Tallies of what the scenario did, to compare with the hub's counters.
@@ -76,10 +47,6 @@ async fn ping_all(clients: &mut [&mut TestClient], tally: &mut Tally) {
         assert_eq!(c.request(json!({"type": "ping"})).await["type"], "pong");
         tally.exchanged();
     }
-}
-
-async fn open_count(hub: &TestHub) -> usize {
-    hub.handle().connections().await.unwrap().len()
 }
 
 #[test]
@@ -152,7 +119,7 @@ fn metrics_match_a_scripted_scenario_counter_by_counter() {
         t.connected();
         t.connected();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while open_count(&hub).await > 2 {
+        while connection_count(&hub).await > 2 {
             assert!(
                 Instant::now() < deadline,
                 "silent and expiring clients never closed"

@@ -236,7 +236,7 @@ fn personal_events_reach_all_of_one_users_connections_and_nobody_else() {
             assert_eq!(e["room"], Value::Null);
             assert!(e.get("seq").is_none());
         }
-        frank.expect_silence(Duration::from_millis(200)).await;
+        frank.expect_nothing_before_pong().await;
         let none = hub
             .post_event(json!({"user": "nobody", "type": "dm", "payload": {}}))
             .await;

@@ -15,7 +15,9 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 /// The largest control-frame payload.
-const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The longest client frame header: 2 bytes, an 8-byte length, the mask.
+pub(crate) const MAX_CLIENT_HEADER: usize = 14;
 
 /// A whole message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +79,12 @@ impl Decoder {
             else {
                 break;
             };
-            let mut payload = buf[start..end].to_vec();
+            // A Pong's payload is never looked at: it costs no copy.
+            let mut payload = if header.opcode == PONG {
+                Vec::new()
+            } else {
+                buf[start..end].to_vec()
+            };
             unmask(&mut payload, header.mask);
             used = end;
             if let Some(message) = self.frame(header, payload)? {
@@ -92,11 +99,23 @@ impl Decoder {
         Ok(used)
     }
 
-    /// The bytes a frame starting at `buf` needs in all, once its header is
-    /// complete: lets the reader size its buffer for a large frame.
-    pub(crate) fn frame_len(&self, buf: &[u8]) -> Option<usize> {
-        let (header, header_len) = self.header(buf).ok()??;
-        header_len.checked_add(header.len)
+    /// How many bytes the frame starting at `buf` needs in all; while its
+    /// header is incomplete, how many the header needs (its first two
+    /// bytes tell its length). The reader takes no more than this into its
+    /// buffer, so the buffer never holds more than one frame: at most
+    /// [`MAX_CLIENT_HEADER`] plus the size limit, since a header past the
+    /// limit is a violation.
+    pub(crate) fn frame_len(&self, buf: &[u8]) -> usize {
+        if let Ok(Some((header, header_len))) = self.header(buf) {
+            return header_len.saturating_add(header.len);
+        }
+        // Incomplete, or broken (which decoding reports).
+        match buf.get(1).map(|b| b & 0x7F) {
+            None => 2,
+            Some(126) => 8,
+            Some(127) => MAX_CLIENT_HEADER,
+            Some(_) => 6,
+        }
     }
 
     fn header(&self, buf: &[u8]) -> Result<Option<(Header, usize)>, Violation> {
@@ -168,7 +187,9 @@ impl Decoder {
                         "continuation without a message to continue",
                     ));
                 };
-                so_far.extend_from_slice(&payload);
+                // The header check keeps the total within the limit; the
+                // buffer's capacity stays within it too.
+                extend_within(so_far, &payload, self.max_message);
                 if !header.fin {
                     return Ok(None);
                 }
@@ -260,6 +281,19 @@ fn close(payload: &[u8]) -> Result<Option<u16>, Violation> {
     }
 }
 
+/// Appends `bytes` to `buf`, growing it as `Vec` does (doubling, so a
+/// payload arriving in pieces is not copied over and over) but never to a
+/// capacity past `cap` (when `buf` and `bytes` fit in it): a peer gets no
+/// more memory than it sent, and a buffer never more than its bound.
+pub(crate) fn extend_within(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+    let len = buf.len() + bytes.len();
+    if len > buf.capacity() {
+        let target = (buf.capacity() * 2).max(len).min(cap.max(len));
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(bytes);
+}
+
 /// XORs `payload` with the frame's masking key.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
@@ -342,7 +376,10 @@ mod tests {
             assert_eq!(d.decode(&frame[..cut], &mut out), Ok(0), "cut at {cut}");
             assert!(out.is_empty());
         }
-        assert_eq!(d.frame_len(&frame[..8]), Some(frame.len()));
+        assert_eq!(d.frame_len(&frame[..1]), 2);
+        assert_eq!(d.frame_len(&frame[..2]), 8, "a 16-bit length and the mask");
+        assert_eq!(d.frame_len(&frame[..8]), frame.len());
+        assert_eq!(d.frame_len(&client(0x89, b"")[..2]), 6);
         let mut out = Vec::new();
         assert_eq!(d.decode(&frame, &mut out), Ok(frame.len()));
         assert_eq!(out, [Incoming::Binary(vec![7; 300])]);
@@ -404,6 +441,45 @@ mod tests {
         );
         let huge = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
         assert!(Decoder::new(10).decode(&huge, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn fragments_are_held_within_the_limit() {
+        let max = 1000;
+        let mut d = Decoder::new(max);
+        let mut out = Vec::new();
+        let first = client(0x01, b"a");
+        assert_eq!(d.decode(&first, &mut out), Ok(first.len()));
+        for _ in 1..max {
+            let piece = client(0x00, b"a");
+            assert_eq!(d.decode(&piece, &mut out), Ok(piece.len()));
+            let held = d.partial.as_ref().map_or(0, |(_, p)| p.capacity());
+            assert!(held <= max, "{held} bytes held for a {max}-byte limit");
+        }
+        assert!(out.is_empty());
+        // One byte more is refused on the header, before its payload came.
+        let over = client(0x00, b"a");
+        assert_eq!(d.decode(&over[..6], &mut out), Err(Violation::TooBig));
+        // Empty fragments cost nothing.
+        let mut d = Decoder::new(max);
+        d.decode(&client(0x01, b""), &mut out).unwrap();
+        for _ in 0..10_000 {
+            d.decode(&client(0x00, b""), &mut out).unwrap();
+        }
+        assert_eq!(d.partial.as_ref().map(|(_, p)| p.capacity()), Some(0));
+    }
+
+    #[test]
+    fn extend_within_doubles_up_to_its_bound() {
+        let mut buf = Vec::new();
+        for _ in 0..100 {
+            extend_within(&mut buf, &[0; 7], 500);
+            assert!(buf.capacity() <= 500.max(buf.len()));
+        }
+        assert_eq!(buf.len(), 700);
+        let mut buf = vec![0u8; 10];
+        extend_within(&mut buf, &[0; 1], 15);
+        assert_eq!(buf.capacity(), 15, "doubling stops at the bound");
     }
 
     #[test]

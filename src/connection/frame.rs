@@ -4,6 +4,7 @@
 //! violation calls for. Server frames are built by `protocol::encode`, once
 //! per message, so they can be written to any number of sockets as they are.
 
+use super::inbox::extend_within;
 use crate::protocol::{Encoded, opcode};
 
 /// Frame opcodes.
@@ -15,7 +16,7 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 /// The largest control-frame payload.
-pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
+const MAX_CONTROL_PAYLOAD: usize = 125;
 /// The longest client frame header: 2 bytes, an 8-byte length, the mask.
 pub(crate) const MAX_CLIENT_HEADER: usize = 14;
 
@@ -281,19 +282,6 @@ fn close(payload: &[u8]) -> Result<Option<u16>, Violation> {
     }
 }
 
-/// Appends `bytes` to `buf`, growing it as `Vec` does (doubling, so a
-/// payload arriving in pieces is not copied over and over) but never to a
-/// capacity past `cap` (when `buf` and `bytes` fit in it): a peer gets no
-/// more memory than it sent, and a buffer never more than its bound.
-pub(crate) fn extend_within(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
-    let len = buf.len() + bytes.len();
-    if len > buf.capacity() {
-        let target = (buf.capacity() * 2).max(len).min(cap.max(len));
-        buf.reserve_exact(target - buf.len());
-    }
-    buf.extend_from_slice(bytes);
-}
-
 /// XORs `payload` with the frame's masking key.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
@@ -317,9 +305,15 @@ pub(crate) fn close_frame(code: Option<u16>, reason: &str) -> Encoded {
     Encoded::frame(opcode::CLOSE, &payload)
 }
 
-/// The Pong frame answering a Ping with `payload`.
-pub(crate) fn pong_frame(payload: &[u8]) -> Encoded {
-    Encoded::frame(opcode::PONG, payload)
+/// The Pong frame answering a Ping with `payload` (cut to 125 bytes), as
+/// the bytes to write: boxed, it costs the connection's Pong slot two words.
+pub(crate) fn pong_frame(payload: &[u8]) -> Box<[u8]> {
+    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+    let mut frame = Vec::with_capacity(2 + payload.len());
+    // At most 125: the length fits the second byte.
+    frame.extend_from_slice(&[0x80 | PONG, payload.len() as u8]);
+    frame.extend_from_slice(payload);
+    frame.into_boxed_slice()
 }
 
 /// The (empty) Ping frame the heartbeat sends.
@@ -470,19 +464,6 @@ mod tests {
     }
 
     #[test]
-    fn extend_within_doubles_up_to_its_bound() {
-        let mut buf = Vec::new();
-        for _ in 0..100 {
-            extend_within(&mut buf, &[0; 7], 500);
-            assert!(buf.capacity() <= 500.max(buf.len()));
-        }
-        assert_eq!(buf.len(), 700);
-        let mut buf = vec![0u8; 10];
-        extend_within(&mut buf, &[0; 1], 15);
-        assert_eq!(buf.capacity(), 15, "doubling stops at the bound");
-    }
-
-    #[test]
     fn split_utf8_across_fragments_is_fine() {
         let euro = "€".as_bytes();
         let mut bytes = client(0x01, &euro[..1]);
@@ -508,7 +489,8 @@ mod tests {
             [0x88, 15, 0x0f, 0xa9]
         );
         assert_eq!(&close_frame(None, "").wire()[..], [0x88, 0]);
-        assert_eq!(&pong_frame(b"x").wire()[..], [0x8A, 1, b'x']);
+        assert_eq!(pong_frame(b"x")[..], [0x8A, 1, b'x']);
+        assert_eq!(pong_frame(&[7; 200]).len(), 127, "cut to 125 bytes");
         assert_eq!(close_frame(Some(1000), &"r".repeat(300)).len(), 125);
     }
 }

@@ -3,7 +3,7 @@
 //! a frame header (14 bytes) plus `max_message_bytes`, and never more memory
 //! than the peer has sent of it.
 
-use super::frame::{Decoder, Incoming, Violation, extend_within};
+use super::frame::{Decoder, Incoming, Violation};
 
 /// A decoder and the incomplete frame it waits to finish.
 #[derive(Debug)]
@@ -77,6 +77,19 @@ impl Inbox {
     fn held(&self) -> usize {
         self.pending.capacity()
     }
+}
+
+/// Appends `bytes` to `buf`, growing it as `Vec` does (doubling, so a
+/// payload arriving in pieces is not copied over and over) but never to a
+/// capacity past `cap` (when `buf` and `bytes` fit in it): a peer gets no
+/// more memory than it sent, and a buffer never more than its bound.
+pub(super) fn extend_within(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+    let len = buf.len() + bytes.len();
+    if len > buf.capacity() {
+        let target = (buf.capacity() * 2).max(len).min(cap.max(len));
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
@@ -184,5 +197,18 @@ mod tests {
             inbox.feed(&header[1..], &mut Vec::new()),
             Err(Violation::TooBig)
         );
+    }
+
+    #[test]
+    fn extend_within_doubles_up_to_its_bound() {
+        let mut buf = Vec::new();
+        for _ in 0..100 {
+            extend_within(&mut buf, &[0; 7], 500);
+            assert!(buf.capacity() <= 500.max(buf.len()));
+        }
+        assert_eq!(buf.len(), 700);
+        let mut buf = vec![0u8; 10];
+        extend_within(&mut buf, &[0; 1], 15);
+        assert_eq!(buf.capacity(), 15, "doubling stops at the bound");
     }
 }

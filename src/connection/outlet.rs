@@ -18,7 +18,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use smol::Async;
 
-use super::frame::{MAX_CONTROL_PAYLOAD, PING_FRAME, close_frame, pong_frame};
+use super::frame::{PING_FRAME, close_frame, pong_frame};
 use crate::protocol::{CloseCode, Encoded};
 
 /// What the hub queues for a connection's writer.
@@ -32,7 +32,8 @@ pub enum Outbound {
     /// the writer comes to this item: a newer Ping replaces it there rather
     /// than queue another (RFC 6455, 5.5.3), so one is queued at most.
     Pong,
-    /// The unwritten end of a frame the hub began to write itself.
+    /// Bytes to write as they are: the unwritten end of a frame the hub
+    /// began to write itself (or, once the writer has taken it, a Pong).
     Rest(Bytes),
     /// Close with this code after what is queued before it. The request is
     /// also recorded in the connection's `Link`, which interrupts a write that the
@@ -57,9 +58,9 @@ pub(crate) struct Link {
     /// Set once a close frame (a close request or the echo of the client's
     /// Close) is queued: there is never a second one.
     close_queued: AtomicBool,
-    /// The newest Pong not yet taken by the writer; `Some` exactly while an
-    /// [`Outbound::Pong`] is queued.
-    pong: Mutex<Option<Encoded>>,
+    /// The newest Pong frame not yet taken by the writer; `Some` exactly
+    /// while an [`Outbound::Pong`] is queued.
+    pong: Mutex<Option<Box<[u8]>>>,
     /// Wakes a writer waiting for the peer to take a write, so that a close
     /// does not wait behind a stuck socket.
     closing: Event,
@@ -105,7 +106,7 @@ impl Link {
 
     /// Takes the Pong an [`Outbound::Pong`] stands for (the writer, as it
     /// comes to that item).
-    pub fn take_pong(&self) -> Option<Encoded> {
+    pub fn take_pong(&self) -> Option<Box<[u8]>> {
         self.pong
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -253,7 +254,7 @@ impl Outlet {
     /// and `false` means `limit` items already wait (a slow consumer). A
     /// peer that pings and never reads so holds one Pong at most.
     pub(super) fn pong(&self, payload: &[u8], limit: usize) -> bool {
-        let frame = pong_frame(&payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]);
+        let frame = pong_frame(payload);
         let mut slot = self
             .link
             .pong
@@ -338,7 +339,7 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Outbound::Pong)));
         outlet.link.dequeued();
         let pong = outlet.link.take_pong().expect("the newest Pong");
-        assert_eq!(pong.wire()[..], [0x8A, 4, 0, 0, 3, 231]);
+        assert_eq!(pong[..], [0x8A, 4, 0, 0, 3, 231]);
         assert!(outlet.link.take_pong().is_none());
         // Taken: the next Ping queues a Pong of its own.
         assert!(outlet.pong(b"again", 4));
@@ -359,7 +360,7 @@ mod tests {
         assert!(outlet.pong(b"y", 4));
         assert_eq!(rx.len(), 5);
         let pong = outlet.link.take_pong().unwrap();
-        assert_eq!(pong.wire()[..], [0x8A, 1, b'y']);
+        assert_eq!(pong[..], [0x8A, 1, b'y']);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io::{ErrorKind, IoSlice, Write};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
+use bytes::Bytes;
 use futures_lite::FutureExt;
 use socket2::SockRef;
 
@@ -160,7 +161,10 @@ impl Writer {
     /// on queues a Pong of its own).
     fn gather(&self, item: Outbound, items: &mut Vec<Outbound>) {
         match item {
-            Outbound::Pong => items.extend(self.link.take_pong().map(Outbound::Message)),
+            Outbound::Pong => {
+                let pong = self.link.take_pong();
+                items.extend(pong.map(|frame| Outbound::Rest(Bytes::from(frame))));
+            }
             other => items.push(other),
         }
     }

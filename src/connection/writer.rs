@@ -72,7 +72,10 @@ impl Writer {
             self.link.set_writing(true);
             self.link.dequeued();
             let sent = self.write_batch(first).await;
-            self.link.set_writing(false);
+            // A closing connection keeps `writing` set: the hub no longer
+            // writes to the socket itself, so no data frame can follow the
+            // close frame.
+            self.link.set_writing(!matches!(sent, Sent::All));
             match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,

@@ -4,6 +4,7 @@
 //! violation calls for. Server frames are built by `protocol::encode`, once
 //! per message, so they can be written to any number of sockets as they are.
 
+use super::inbox::extend_within;
 use crate::protocol::{Encoded, opcode};
 
 /// Frame opcodes.
@@ -16,6 +17,8 @@ const PONG: u8 = 0xA;
 
 /// The largest control-frame payload.
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The longest client frame header: 2 bytes, an 8-byte length, the mask.
+pub(crate) const MAX_CLIENT_HEADER: usize = 14;
 
 /// A whole message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +80,12 @@ impl Decoder {
             else {
                 break;
             };
-            let mut payload = buf[start..end].to_vec();
+            // A Pong's payload is never looked at: it costs no copy.
+            let mut payload = if header.opcode == PONG {
+                Vec::new()
+            } else {
+                buf[start..end].to_vec()
+            };
             unmask(&mut payload, header.mask);
             used = end;
             if let Some(message) = self.frame(header, payload)? {
@@ -92,11 +100,23 @@ impl Decoder {
         Ok(used)
     }
 
-    /// The bytes a frame starting at `buf` needs in all, once its header is
-    /// complete: lets the reader size its buffer for a large frame.
-    pub(crate) fn frame_len(&self, buf: &[u8]) -> Option<usize> {
-        let (header, header_len) = self.header(buf).ok()??;
-        header_len.checked_add(header.len)
+    /// How many bytes the frame starting at `buf` needs in all; while its
+    /// header is incomplete, how many the header needs (its first two
+    /// bytes tell its length). The reader takes no more than this into its
+    /// buffer, so the buffer never holds more than one frame: at most
+    /// [`MAX_CLIENT_HEADER`] plus the size limit, since a header past the
+    /// limit is a violation.
+    pub(crate) fn frame_len(&self, buf: &[u8]) -> usize {
+        if let Ok(Some((header, header_len))) = self.header(buf) {
+            return header_len.saturating_add(header.len);
+        }
+        // Incomplete, or broken (which decoding reports).
+        match buf.get(1).map(|b| b & 0x7F) {
+            None => 2,
+            Some(126) => 8,
+            Some(127) => MAX_CLIENT_HEADER,
+            Some(_) => 6,
+        }
     }
 
     fn header(&self, buf: &[u8]) -> Result<Option<(Header, usize)>, Violation> {
@@ -168,7 +188,9 @@ impl Decoder {
                         "continuation without a message to continue",
                     ));
                 };
-                so_far.extend_from_slice(&payload);
+                // The header check keeps the total within the limit; the
+                // buffer's capacity stays within it too.
+                extend_within(so_far, &payload, self.max_message);
                 if !header.fin {
                     return Ok(None);
                 }
@@ -283,9 +305,15 @@ pub(crate) fn close_frame(code: Option<u16>, reason: &str) -> Encoded {
     Encoded::frame(opcode::CLOSE, &payload)
 }
 
-/// The Pong frame answering a Ping with `payload`.
-pub(crate) fn pong_frame(payload: &[u8]) -> Encoded {
-    Encoded::frame(opcode::PONG, payload)
+/// The Pong frame answering a Ping with `payload` (cut to 125 bytes), as
+/// the bytes to write: boxed, it costs the connection's Pong slot two words.
+pub(crate) fn pong_frame(payload: &[u8]) -> Box<[u8]> {
+    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+    let mut frame = Vec::with_capacity(2 + payload.len());
+    // At most 125: the length fits the second byte.
+    frame.extend_from_slice(&[0x80 | PONG, payload.len() as u8]);
+    frame.extend_from_slice(payload);
+    frame.into_boxed_slice()
 }
 
 /// The (empty) Ping frame the heartbeat sends.
@@ -342,7 +370,10 @@ mod tests {
             assert_eq!(d.decode(&frame[..cut], &mut out), Ok(0), "cut at {cut}");
             assert!(out.is_empty());
         }
-        assert_eq!(d.frame_len(&frame[..8]), Some(frame.len()));
+        assert_eq!(d.frame_len(&frame[..1]), 2);
+        assert_eq!(d.frame_len(&frame[..2]), 8, "a 16-bit length and the mask");
+        assert_eq!(d.frame_len(&frame[..8]), frame.len());
+        assert_eq!(d.frame_len(&client(0x89, b"")[..2]), 6);
         let mut out = Vec::new();
         assert_eq!(d.decode(&frame, &mut out), Ok(frame.len()));
         assert_eq!(out, [Incoming::Binary(vec![7; 300])]);
@@ -407,6 +438,32 @@ mod tests {
     }
 
     #[test]
+    fn fragments_are_held_within_the_limit() {
+        let max = 1000;
+        let mut d = Decoder::new(max);
+        let mut out = Vec::new();
+        let first = client(0x01, b"a");
+        assert_eq!(d.decode(&first, &mut out), Ok(first.len()));
+        for _ in 1..max {
+            let piece = client(0x00, b"a");
+            assert_eq!(d.decode(&piece, &mut out), Ok(piece.len()));
+            let held = d.partial.as_ref().map_or(0, |(_, p)| p.capacity());
+            assert!(held <= max, "{held} bytes held for a {max}-byte limit");
+        }
+        assert!(out.is_empty());
+        // One byte more is refused on the header, before its payload came.
+        let over = client(0x00, b"a");
+        assert_eq!(d.decode(&over[..6], &mut out), Err(Violation::TooBig));
+        // Empty fragments cost nothing.
+        let mut d = Decoder::new(max);
+        d.decode(&client(0x01, b""), &mut out).unwrap();
+        for _ in 0..10_000 {
+            d.decode(&client(0x00, b""), &mut out).unwrap();
+        }
+        assert_eq!(d.partial.as_ref().map(|(_, p)| p.capacity()), Some(0));
+    }
+
+    #[test]
     fn split_utf8_across_fragments_is_fine() {
         let euro = "€".as_bytes();
         let mut bytes = client(0x01, &euro[..1]);
@@ -432,7 +489,8 @@ mod tests {
             [0x88, 15, 0x0f, 0xa9]
         );
         assert_eq!(&close_frame(None, "").wire()[..], [0x88, 0]);
-        assert_eq!(&pong_frame(b"x").wire()[..], [0x8A, 1, b'x']);
+        assert_eq!(pong_frame(b"x")[..], [0x8A, 1, b'x']);
+        assert_eq!(pong_frame(&[7; 200]).len(), 127, "cut to 125 bytes");
         assert_eq!(close_frame(Some(1000), &"r".repeat(300)).len(), 125);
     }
 }

@@ -8,8 +8,15 @@
 //! Neither task keeps a buffer while the connection is idle: the reader
 //! reads into the thread's stack and keeps only an incomplete frame, and
 //! the writer writes frames the hub encoded once for every recipient.
+//!
+//! What a peer can make a connection hold is bounded (PROTOCOL.md section
+//! 11): one incomplete frame and one fragmented message, each within
+//! `max_message_bytes` ([`inbox`], [`frame`]); the messages of one read
+//! (a 16 KiB read holds at most ~2,700 frames); one Pong, however many
+//! Pings arrive; one close frame; and `send_queue` queued messages.
 
 mod frame;
+mod inbox;
 mod outlet;
 mod rate;
 mod writer;
@@ -28,7 +35,8 @@ use async_channel::{Receiver, Sender};
 use crate::executor::Spawner;
 use crate::hub::{Command, ConnId, HubClient};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
-use frame::{Decoder, Incoming, Violation};
+use frame::{Incoming, Violation};
+use inbox::Inbox;
 
 /// Bytes read per syscall, into the stack: a burst of small messages is
 /// one read, and nothing stays allocated between reads.
@@ -69,6 +77,11 @@ pub(crate) struct Upgraded {
     pub max_message_bytes: usize,
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
+    /// The outbound queue's limit (`send_queue`), which Pongs respect too.
+    pub send_queue: usize,
+    /// How long a write may make no progress before the connection is
+    /// closed (`handshake_timeout`, PROTOCOL.md section 11).
+    pub write_timeout: Duration,
     pub shutdown_grace: Duration,
     /// Dropped when the writer ends; the server waits for all of them at shutdown.
     pub done: Sender<()>,
@@ -84,6 +97,7 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         link: link.clone(),
         outbound: pipes.outbound_rx,
         shutdown_grace: conn.shutdown_grace,
+        write_timeout: conn.write_timeout,
         done: conn.done,
     };
     let now = Instant::now();
@@ -93,8 +107,9 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         encoding: conn.encoding,
         hub: conn.hub,
         outlet: pipes.reader_outlet,
-        decoder: Decoder::new(conn.max_message_bytes),
-        pending: leftover,
+        inbox: Inbox::new(conn.max_message_bytes),
+        leftover,
+        send_queue: conn.send_queue,
         limiter: RateLimiter::new(conn.rate_limit_per_s, conn.rate_limit_burst, now),
         pending_drops: 0,
         drops_reported: now,
@@ -148,9 +163,10 @@ struct Reader {
     encoding: Encoding,
     hub: HubClient,
     outlet: Outlet,
-    decoder: Decoder,
-    /// Bytes of an incomplete frame; empty (and unallocated) between frames.
-    pending: Vec<u8>,
+    inbox: Inbox,
+    /// Bytes read past the request head, decoded first.
+    leftover: Vec<u8>,
+    send_queue: usize,
     limiter: RateLimiter,
     pending_drops: u64,
     drops_reported: Instant,
@@ -185,11 +201,11 @@ impl Reader {
     async fn read_loop(&mut self) -> Ending {
         let mut messages = Vec::new();
         // Bytes that came with the request head may hold whole frames.
-        if !self.pending.is_empty()
-            && let Err(v) = self.decode_pending(&mut messages)
-        {
+        let leftover = std::mem::take(&mut self.leftover);
+        if let Err(v) = self.inbox.feed(&leftover, &mut messages) {
             return self.broken(v);
         }
+        drop(leftover);
         loop {
             for message in messages.drain(..) {
                 let (command, ending) = match self.handle(message) {
@@ -212,10 +228,10 @@ impl Reader {
                 Got::Data => futures_lite::future::yield_now().await,
                 Got::WouldBlock => {
                     if self.link.socket.readable().await.is_err() {
-                        return Ending::error();
+                        return self.ended();
                     }
                 }
-                Got::Eof | Got::Failed => return Ending::error(),
+                Got::Eof | Got::Failed => return self.ended(),
                 Got::Broken(v) => return self.broken(v),
             }
         }
@@ -233,38 +249,22 @@ impl Reader {
                 Err(_) => return Got::Failed,
             }
         };
-        let result = if self.pending.is_empty() {
-            // The common case: whole frames straight from the stack.
-            match self.decoder.decode(&chunk[..n], messages) {
-                Ok(used) => {
-                    self.pending.extend_from_slice(&chunk[used..n]);
-                    Ok(())
-                }
-                Err(v) => Err(v),
-            }
-        } else {
-            self.pending.extend_from_slice(&chunk[..n]);
-            self.decode_pending(messages)
-        };
-        match result {
+        match self.inbox.feed(&chunk[..n], messages) {
             Ok(()) => Got::Data,
             Err(v) => Got::Broken(v),
         }
     }
 
-    fn decode_pending(&mut self, messages: &mut Vec<Incoming>) -> Result<(), Violation> {
-        let used = self.decoder.decode(&self.pending, messages)?;
-        if used == self.pending.len() {
-            // Give the memory back: an idle connection keeps no buffer.
-            self.pending = Vec::new();
-        } else {
-            self.pending.drain(..used);
-            if let Some(need) = self.decoder.frame_len(&self.pending) {
-                self.pending
-                    .reserve(need.saturating_sub(self.pending.len()));
-            }
+    /// The socket ended under the reader. If the writer gave up on a peer
+    /// that took nothing (it records a 4009 close before shutting the
+    /// socket), that is how the connection ended; otherwise an error. A
+    /// close requested by the hub is recorded too, but the hub has already
+    /// forgotten the connection then.
+    fn ended(&self) -> Ending {
+        match self.link.close_requested() {
+            Some(code) => Ending::with(code),
+            None => Ending::error(),
         }
-        Ok(())
     }
 
     /// What one message calls for: answered here (Pings, Closes, drops
@@ -275,37 +275,33 @@ impl Reader {
             Incoming::Text(bytes) => (bytes, self.encoding == Encoding::Json),
             Incoming::Binary(bytes) => (bytes, self.encoding == Encoding::MsgPack),
             Incoming::Ping(payload) => {
-                // The writer owns the socket's write side; a failed send
-                // means it is already closing.
-                let pong = Outbound::Message(frame::pong_frame(&payload));
-                self.outlet.enqueue(pong);
+                // Section 11: a Ping counts toward the rate limit (over it,
+                // no Pong), and its Pong toward the queue limit.
+                if let Some(step) = self.over_rate(now) {
+                    return step;
+                }
+                if !self.outlet.pong(&payload, self.send_queue) {
+                    return Step::End(self.close(CloseCode::SlowConsumer));
+                }
                 return self.alive(now);
             }
+            // A Pong is life, and not rate limited: it is the answer to the
+            // hub's own heartbeat Ping, so counting it could push an honest
+            // client at its limit into drops, and it costs the hub nothing
+            // to take (no reply, no copy of its payload, the hub told at
+            // most every 50 ms). Section 4's "every message" are the
+            // client's JSON messages; section 11 names Pings alone.
             Incoming::Pong => return self.alive(now),
             Incoming::Close(code) => {
-                let echo = Outbound::Message(frame::close_frame(code, ""));
-                self.outlet.enqueue(echo);
+                self.outlet.echo_close(code);
                 return Step::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
                 });
             }
         };
-        match self.limiter.check(now) {
-            Verdict::Allow => {}
-            Verdict::Drop { notify } => {
-                self.pending_drops += 1;
-                return if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
-                    Step::Send(self.drops(notify))
-                } else {
-                    Step::Next
-                };
-            }
-            Verdict::Abuse => {
-                self.pending_drops += 1;
-                let report = self.drops(false);
-                return Step::Last(report, self.close(CloseCode::Policy));
-            }
+        if let Some(step) = self.over_rate(now) {
+            return step;
         }
         let decoded = if frame_ok {
             decode(&bytes, self.encoding)
@@ -320,6 +316,29 @@ impl Reader {
             bytes: bytes.len(),
             dropped: std::mem::take(&mut self.pending_drops),
         })
+    }
+
+    /// Takes a token for one message: `None` within the rate, or what to
+    /// do with the message dropped over it.
+    fn over_rate(&mut self, now: Instant) -> Option<Step> {
+        match self.limiter.check(now) {
+            Verdict::Allow => None,
+            Verdict::Drop { notify } => {
+                self.pending_drops += 1;
+                Some(
+                    if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
+                        Step::Send(self.drops(notify))
+                    } else {
+                        Step::Next
+                    },
+                )
+            }
+            Verdict::Abuse => {
+                self.pending_drops += 1;
+                let report = self.drops(false);
+                Some(Step::Last(report, self.close(CloseCode::Policy)))
+            }
+        }
     }
 
     fn alive(&mut self, now: Instant) -> Step {

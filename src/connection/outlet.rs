@@ -18,7 +18,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use smol::Async;
 
-use super::frame::PING_FRAME;
+use super::frame::{PING_FRAME, close_frame, pong_frame};
 use crate::protocol::{CloseCode, Encoded};
 
 /// What the hub queues for a connection's writer.
@@ -28,7 +28,12 @@ pub enum Outbound {
     Message(Encoded),
     /// A protocol Ping frame.
     Ping,
-    /// The unwritten end of a frame the hub began to write itself.
+    /// The Pong waiting in the connection's `Link`, written as it is when
+    /// the writer comes to this item: a newer Ping replaces it there rather
+    /// than queue another (RFC 6455, 5.5.3), so one is queued at most.
+    Pong,
+    /// Bytes to write as they are: the unwritten end of a frame the hub
+    /// began to write itself (or, once the writer has taken it, a Pong).
     Rest(Bytes),
     /// Close with this code after what is queued before it. The request is
     /// also recorded in the connection's `Link`, which interrupts a write that the
@@ -50,11 +55,33 @@ pub(crate) struct Link {
     writing: AtomicBool,
     /// The first close code asked for, 0 for none.
     close: AtomicU16,
+    /// Set once a close frame (a close request or the echo of the client's
+    /// Close) is queued: there is never a second one.
+    close_queued: AtomicBool,
+    /// The newest Pong frame not yet taken by the writer; full exactly
+    /// while an [`Outbound::Pong`] is queued.
+    pong: PongSlot,
     /// Wakes a writer waiting for the peer to take a write, so that a close
     /// does not wait behind a stuck socket.
     closing: Event,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
+}
+
+/// A one-frame slot: a channel of capacity one whose `force_send`
+/// replaces what it holds, so the hub thread's tasks share it without a
+/// lock.
+#[derive(Debug)]
+struct PongSlot {
+    tx: async_channel::Sender<Box<[u8]>>,
+    rx: async_channel::Receiver<Box<[u8]>>,
+}
+
+impl PongSlot {
+    fn new() -> Self {
+        let (tx, rx) = async_channel::bounded(1);
+        Self { tx, rx }
+    }
 }
 
 impl Link {
@@ -67,6 +94,8 @@ impl Link {
             queued: AtomicU32::new(0),
             writing: AtomicBool::new(true),
             close: AtomicU16::new(0),
+            close_queued: AtomicBool::new(false),
+            pong: PongSlot::new(),
             closing: Event::new(),
             messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -84,6 +113,17 @@ impl Link {
     /// The close asked for, if any.
     pub fn close_requested(&self) -> Option<CloseCode> {
         CloseCode::from_code(self.close.load(Ordering::Relaxed))
+    }
+
+    /// Claims the connection's one close frame: `false` if one is queued.
+    fn claim_close_frame(&self) -> bool {
+        !self.close_queued.swap(true, Ordering::Relaxed)
+    }
+
+    /// Takes the Pong an [`Outbound::Pong`] stands for (the writer, as it
+    /// comes to that item).
+    pub fn take_pong(&self) -> Option<Box<[u8]>> {
+        self.pong.rx.try_recv().ok()
     }
 
     /// A listener woken by the next close request.
@@ -137,6 +177,13 @@ impl Outlet {
                 if !(write_through && self.write_now(&PING_FRAME)) {
                     self.enqueue(Outbound::Ping);
                 }
+                true
+            }
+            // Pongs come from the reader's Pings and closes are one at
+            // most: neither goes through the hub's queue limit.
+            Outbound::Pong => true,
+            Outbound::Close(code) => {
+                self.close(code);
                 true
             }
             other => {
@@ -209,16 +256,46 @@ impl Outlet {
         }
     }
 
-    /// Queues `item` for the writer, whatever the limit (the reader's
-    /// Pongs and close echoes).
-    pub(super) fn enqueue(&self, item: Outbound) {
+    /// Queues `item` for the writer, whatever the limit.
+    fn enqueue(&self, item: Outbound) {
         self.link.enqueue(&self.queue, item);
     }
 
+    /// Queues the Pong answering a Ping with `payload` (PROTOCOL.md section
+    /// 11). While an earlier Pong is unsent, this one replaces it and takes
+    /// no room; otherwise it takes a place in the queue like any message,
+    /// and `false` means `limit` items already wait (a slow consumer). A
+    /// peer that pings and never reads so holds one Pong at most.
+    pub(super) fn pong(&self, payload: &[u8], limit: usize) -> bool {
+        let pending = !self.link.pong.rx.is_empty();
+        if !pending && !self.has_room(limit) {
+            return false;
+        }
+        // A full slot gives up the older frame. The writer takes the slot
+        // as it dequeues the item, so it always finds the newest.
+        let _older = self.link.pong.tx.force_send(pong_frame(payload));
+        if !pending {
+            self.enqueue(Outbound::Pong);
+        }
+        true
+    }
+
+    /// Queues the echo of the client's Close, unless a close frame is
+    /// queued already (there is one at most).
+    pub(super) fn echo_close(&self, code: Option<u16>) {
+        if self.link.claim_close_frame() {
+            self.enqueue(Outbound::Message(close_frame(code, "")));
+        }
+    }
+
     /// Asks the writer to close with `code` after what is queued; the
-    /// request also interrupts a write the peer is not taking.
+    /// request also interrupts a write the peer is not taking. Only the
+    /// first close (request or echo) is queued, so repeated requests add
+    /// nothing.
     pub fn close(&self, code: CloseCode) {
-        self.enqueue(Outbound::Close(code));
+        if self.link.claim_close_frame() {
+            self.enqueue(Outbound::Close(code));
+        }
         self.link.request_close(code);
     }
 
@@ -236,5 +313,83 @@ impl Outlet {
             self.link.messages_out.load(Ordering::Relaxed),
             self.link.bytes_out.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An outlet on one end of a loopback connection, with its queue.
+    fn connected() -> (Outlet, async_channel::Receiver<Outbound>, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        let link = Arc::new(Link::new(Async::new(socket).unwrap()));
+        let (tx, rx) = async_channel::unbounded();
+        (Outlet::new(link, tx), rx, peer)
+    }
+
+    fn wire(item: &Outbound) -> Vec<u8> {
+        match item {
+            Outbound::Message(m) => m.wire().to_vec(),
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_newer_ping_replaces_the_unsent_pong() {
+        let (outlet, rx, _peer) = connected();
+        for i in 0..1000u32 {
+            assert!(outlet.pong(&i.to_be_bytes(), 4));
+        }
+        assert_eq!(rx.len(), 1, "one Pong queued for a thousand Pings");
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Pong)));
+        outlet.link.dequeued();
+        let pong = outlet.link.take_pong().expect("the newest Pong");
+        assert_eq!(pong[..], [0x8A, 4, 0, 0, 3, 231]);
+        assert!(outlet.link.take_pong().is_none());
+        // Taken: the next Ping queues a Pong of its own.
+        assert!(outlet.pong(b"again", 4));
+        assert_eq!(rx.len(), 1);
+    }
+
+    #[test]
+    fn a_pong_needs_room_in_the_queue() {
+        let (outlet, rx, _peer) = connected();
+        for _ in 0..3 {
+            outlet.enqueue(Outbound::Ping);
+        }
+        assert!(!outlet.pong(b"x", 3), "full: a slow consumer");
+        assert!(outlet.link.take_pong().is_none());
+        assert!(outlet.pong(b"x", 4));
+        // A replacement takes no room, even in a queue that filled since.
+        outlet.enqueue(Outbound::Ping);
+        assert!(outlet.pong(b"y", 4));
+        assert_eq!(rx.len(), 5);
+        let pong = outlet.link.take_pong().unwrap();
+        assert_eq!(pong[..], [0x8A, 1, b'y']);
+    }
+
+    #[test]
+    fn one_close_frame_is_queued_at_most() {
+        let (outlet, rx, _peer) = connected();
+        outlet.close(CloseCode::SlowConsumer);
+        outlet.close(CloseCode::Policy);
+        outlet.echo_close(Some(1000));
+        assert!(outlet.push(Outbound::Close(CloseCode::Admin), 0, false));
+        assert_eq!(rx.len(), 1);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Outbound::Close(CloseCode::SlowConsumer))
+        ));
+        assert_eq!(outlet.link.close_requested(), Some(CloseCode::SlowConsumer));
+
+        let (outlet, rx, _peer) = connected();
+        outlet.echo_close(None);
+        outlet.echo_close(Some(1000));
+        outlet.close(CloseCode::GoingAway);
+        assert_eq!(rx.len(), 1);
+        assert_eq!(wire(&rx.try_recv().unwrap()), [0x88, 0]);
     }
 }

@@ -2,12 +2,14 @@
 //! with one `send` (or `sendmsg` for several), and performs the close the
 //! hub or the reader queued. Idle, it waits on the queue alone; only a
 //! write the peer is not taking also listens for close requests, so a
-//! close can interrupt it.
+//! close can interrupt it, and gives up once the peer has taken nothing
+//! for the write timeout (PROTOCOL.md section 11, "Slow readers").
 
 use std::io::{ErrorKind, IoSlice, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
+use bytes::Bytes;
 use futures_lite::FutureExt;
 use socket2::SockRef;
 
@@ -28,6 +30,8 @@ pub(super) struct Writer {
     pub link: Arc<Link>,
     pub outbound: Receiver<Outbound>,
     pub shutdown_grace: Duration,
+    /// How long a write may make no progress (`handshake_timeout`).
+    pub write_timeout: Duration,
     pub done: Sender<()>,
 }
 
@@ -45,6 +49,17 @@ enum Sent {
         code: CloseCode,
         partial: bool,
     },
+    /// The peer took nothing for the write timeout; `partial` as above.
+    Stalled {
+        partial: bool,
+    },
+}
+
+/// What a write the peer is not taking waits for.
+enum Wait {
+    Writable(std::io::Result<()>),
+    CloseRequested,
+    TimedOut,
 }
 
 impl Writer {
@@ -57,12 +72,16 @@ impl Writer {
             self.link.set_writing(true);
             self.link.dequeued();
             let sent = self.write_batch(first).await;
-            self.link.set_writing(false);
+            // A closing connection keeps `writing` set: the hub no longer
+            // writes to the socket itself, so no data frame can follow the
+            // close frame.
+            self.link.set_writing(!matches!(sent, Sent::All));
             match sent {
                 Sent::All => continue,
                 Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
                 Sent::Close(code) => self.close_with(code, true).await,
                 Sent::Interrupted { code, partial } => self.close_with(code, !partial).await,
+                Sent::Stalled { partial } => self.give_up(partial),
                 Sent::Failed => {}
             }
             break;
@@ -80,12 +99,13 @@ impl Writer {
     /// Writes `first` and whatever else is queued, in as few writes as the
     /// socket allows, up to a close request.
     async fn write_batch(&self, first: Outbound) -> Sent {
-        let mut items = vec![first];
-        while !ends_batch(&items[items.len() - 1]) && items.len() < MAX_BATCH {
+        let mut items = Vec::new();
+        self.gather(first, &mut items);
+        while items.last().is_none_or(|i| !ends_batch(i)) && items.len() < MAX_BATCH {
             match self.outbound.try_recv() {
                 Ok(item) => {
                     self.link.dequeued();
-                    items.push(item);
+                    self.gather(item, &mut items);
                 }
                 Err(_) => break,
             }
@@ -97,28 +117,35 @@ impl Writer {
         };
         let frames: Vec<&[u8]> = items.iter().filter_map(wire).collect();
         let (mut index, mut offset) = (0, 0);
+        // When the peer last took bytes, once a write has had to wait.
+        let mut progress: Option<Instant> = None;
         while index < frames.len() {
             let n = match self.write_now(&frames[index..], offset) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The peer is not keeping up: wait for room, unless a
-                    // close is asked for meanwhile.
+                    // close is asked for meanwhile or the peer has taken
+                    // nothing for too long.
                     let listener = self.link.listen();
+                    let partial = offset > 0;
                     if let Some(code) = self.link.close_requested() {
-                        return Sent::Interrupted {
-                            code,
-                            partial: offset > 0,
-                        };
+                        return Sent::Interrupted { code, partial };
                     }
-                    let ready = async { Some(self.link.socket.writable().await) }
+                    let deadline = *progress.get_or_insert_with(Instant::now) + self.write_timeout;
+                    let wait = async { Wait::Writable(self.link.socket.writable().await) }
                         .or(async {
                             listener.await;
-                            None
+                            Wait::CloseRequested
+                        })
+                        .or(async {
+                            smol::Timer::at(deadline).await;
+                            Wait::TimedOut
                         })
                         .await;
-                    match ready {
-                        Some(Ok(())) | None => continue,
-                        Some(Err(_)) => return Sent::Failed,
+                    match wait {
+                        Wait::Writable(Ok(())) | Wait::CloseRequested => continue,
+                        Wait::Writable(Err(_)) => return Sent::Failed,
+                        Wait::TimedOut => return Sent::Stalled { partial },
                     }
                 }
                 Err(_) => return Sent::Failed,
@@ -126,9 +153,38 @@ impl Writer {
             if n == 0 {
                 return Sent::Failed;
             }
+            progress = None;
             (index, offset) = advance(&frames, index, offset, n);
         }
         last.unwrap_or(Sent::All)
+    }
+
+    /// Adds a dequeued `item` to a batch; a Pong becomes the newest Pong
+    /// the reader left in the link (taken now, so a Ping arriving from here
+    /// on queues a Pong of its own).
+    fn gather(&self, item: Outbound, items: &mut Vec<Outbound>) {
+        match item {
+            Outbound::Pong => {
+                let pong = self.link.take_pong();
+                items.extend(pong.map(|frame| Outbound::Rest(Bytes::from(frame))));
+            }
+            other => items.push(other),
+        }
+    }
+
+    /// Ends a connection whose peer has taken nothing for the write
+    /// timeout: a slow consumer, whose queue would only have filled.
+    /// The close is recorded (so the reader, woken by the shutdown that
+    /// follows, tells the hub `slow_consumer`) and a 4009 close frame is
+    /// tried once, without waiting: the peer is not reading.
+    fn give_up(&self, partial: bool) {
+        let code = CloseCode::SlowConsumer;
+        self.link.request_close(code);
+        if !partial {
+            let frame = close_frame(Some(code.code()), code.reason());
+            // Most likely refused; the connection ends either way.
+            let _ = self.write_now(&[frame.wire()], 0);
+        }
     }
 
     /// One non-blocking write of `frames` (the first from `offset` on).
@@ -213,7 +269,8 @@ fn wire(item: &Outbound) -> Option<&[u8]> {
         Outbound::Message(encoded) => Some(encoded.wire()),
         Outbound::Ping => Some(&PING_FRAME),
         Outbound::Rest(bytes) => Some(bytes),
-        Outbound::Close(_) => None,
+        // Turned into its frame as the batch is gathered.
+        Outbound::Pong | Outbound::Close(_) => None,
     }
 }
 
@@ -221,7 +278,7 @@ fn wire(item: &Outbound) -> Option<&[u8]> {
 fn ends_batch(item: &Outbound) -> bool {
     match item {
         Outbound::Message(m) => m.is_close(),
-        Outbound::Ping | Outbound::Rest(_) => false,
+        Outbound::Ping | Outbound::Pong | Outbound::Rest(_) => false,
         Outbound::Close(_) => true,
     }
 }

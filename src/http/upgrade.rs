@@ -110,6 +110,8 @@ pub(crate) async fn upgrade(
         max_message_bytes: ctx.config.max_message_bytes,
         rate_limit_per_s: ctx.config.rate_limit_per_s,
         rate_limit_burst: ctx.config.rate_limit_burst,
+        send_queue: ctx.config.send_queue,
+        write_timeout: ctx.config.handshake_timeout,
         shutdown_grace: ctx.config.shutdown_grace,
         done: joined.live,
     };

@@ -63,6 +63,7 @@ pub mod hub;
 pub mod log;
 pub mod metrics;
 mod net;
+mod outlet;
 pub mod protocol;
 mod schema;
 mod server;

@@ -359,21 +359,7 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 
 /// [`client_frame`] with a chosen masking key.
 pub fn client_frame_masked(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut frame = vec![first];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    crate::protocol::masked_frame(first, payload, mask)
 }
 
 /// A blocking socket that completed the upgrade to `/ws{query}` and has

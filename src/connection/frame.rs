@@ -5,18 +5,9 @@
 //! per message, so they can be written to any number of sockets as they are.
 
 use super::inbox::extend_within;
-use crate::protocol::{Encoded, opcode};
+use crate::protocol::MAX_CONTROL_PAYLOAD;
+use crate::protocol::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 
-/// Frame opcodes.
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
-/// The largest control-frame payload.
-const MAX_CONTROL_PAYLOAD: usize = 125;
 /// The longest client frame header: 2 bytes, an 8-byte length, the mask.
 pub(crate) const MAX_CLIENT_HEADER: usize = 14;
 
@@ -295,30 +286,6 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The Close frame for `code` (no payload when there is no code).
-pub(crate) fn close_frame(code: Option<u16>, reason: &str) -> Encoded {
-    let mut payload = Vec::with_capacity(2 + reason.len());
-    if let Some(code) = code {
-        payload.extend_from_slice(&code.to_be_bytes());
-        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(MAX_CONTROL_PAYLOAD - 2)]);
-    }
-    Encoded::frame(opcode::CLOSE, &payload)
-}
-
-/// The Pong frame answering a Ping with `payload` (cut to 125 bytes), as
-/// the bytes to write: boxed, it costs the connection's Pong slot two words.
-pub(crate) fn pong_frame(payload: &[u8]) -> Box<[u8]> {
-    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-    let mut frame = Vec::with_capacity(2 + payload.len());
-    // At most 125: the length fits the second byte.
-    frame.extend_from_slice(&[0x80 | PONG, payload.len() as u8]);
-    frame.extend_from_slice(payload);
-    frame.into_boxed_slice()
-}
-
-/// The (empty) Ping frame the heartbeat sends.
-pub(crate) const PING_FRAME: [u8; 2] = [0x80 | PING, 0];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,17 +447,5 @@ mod tests {
             decode_all(&client(0x88, b"")),
             Ok(vec![Incoming::Close(None)])
         );
-    }
-
-    #[test]
-    fn control_frames_for_the_server() {
-        assert_eq!(
-            &close_frame(Some(4009), "slow consumer").wire()[..4],
-            [0x88, 15, 0x0f, 0xa9]
-        );
-        assert_eq!(&close_frame(None, "").wire()[..], [0x88, 0]);
-        assert_eq!(pong_frame(b"x")[..], [0x8A, 1, b'x']);
-        assert_eq!(pong_frame(&[7; 200]).len(), 127, "cut to 125 bytes");
-        assert_eq!(close_frame(Some(1000), &"r".repeat(300)).len(), 125);
     }
 }

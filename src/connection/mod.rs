@@ -17,13 +17,10 @@
 
 mod frame;
 mod inbox;
-mod outlet;
 mod rate;
 mod writer;
 
 pub use frame::FrameDecoder;
-pub(crate) use outlet::Link;
-pub use outlet::{Outbound, Outlet};
 pub use rate::{RateLimiter, Verdict};
 
 use std::io::{ErrorKind, Read};
@@ -34,6 +31,7 @@ use async_channel::{Receiver, Sender};
 
 use crate::executor::Spawner;
 use crate::hub::{Command, ConnId, HubClient};
+use crate::outlet::{Link, Outbound, Outlet};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use frame::{Incoming, Violation};
 use inbox::Inbox;

@@ -13,11 +13,10 @@ use bytes::Bytes;
 use futures_lite::FutureExt;
 use socket2::SockRef;
 
-use super::frame::{PING_FRAME, close_frame};
 use std::sync::Arc;
 
-use super::{Link, Outbound};
-use crate::protocol::CloseCode;
+use crate::outlet::{Link, Outbound};
+use crate::protocol::{CloseCode, PING_FRAME, close_frame};
 
 /// Frames gathered into one write at most; also keeps one busy connection
 /// from holding the executor.

@@ -19,6 +19,7 @@ use crate::auth::{self, Claims};
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
 use crate::log::as_json;
+use crate::outlet::Link;
 use crate::protocol::{Encoding, ErrorCode, is_valid_room};
 
 /// What a valid upgrade request asks for.
@@ -51,7 +52,7 @@ pub(crate) async fn upgrade(
             return;
         }
     };
-    let link = Arc::new(connection::Link::new(stream));
+    let link = Arc::new(Link::new(stream));
     let (outlet, pipes) = connection::pipes(&link);
     let join = JoinRequest {
         peer,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::conn::{ConnId, ConnectionInfo};
 use super::health::{HealthReport, Status};
 use crate::auth::Claims;
-use crate::connection::Outlet;
+use crate::outlet::Outlet;
 use crate::protocol::{
     ClientMessage, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish, Published,
 };

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::auth::Claims;
-use crate::connection::Outlet;
+use crate::outlet::Outlet;
 use crate::protocol::{Encoding, Timestamp};
 
 /// A connection's ID, shown as a UUID.

@@ -14,7 +14,7 @@ mod publish;
 mod room;
 mod session;
 
-pub use crate::connection::Outbound;
+pub use crate::outlet::Outbound;
 pub use command::{ComponentState, HubGone, JoinRequest, Member, Refusal, RoomInfo};
 pub use conn::{ConnId, ConnectionInfo};
 pub use health::{Component, HealthReport, Status};

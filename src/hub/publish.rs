@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Status};
-use crate::connection::Outlet;
 use crate::log::{as_json, opt_json};
+use crate::outlet::Outlet;
 use crate::protocol::{
     CloseCode, Encoded, Encoding, Envelope, ProtocolError, Publish, Published, Target, encode,
     new_uuid, timestamp_now,

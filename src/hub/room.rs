@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::Value;
 
 use super::ConnId;
-use crate::connection::Outlet;
+use crate::outlet::Outlet;
 use crate::protocol::{Encoded, Encoding};
 
 /// One published event, encoded once per encoding that asked for it.

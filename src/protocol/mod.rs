@@ -11,7 +11,10 @@ mod time;
 
 pub use client::{ClientMessage, DecodeError, Request, Subscribe, decode};
 pub use publish::{Publish, Published, Target};
-pub use server::{Encoded, Encoding, Envelope, encode, opcode};
+pub use server::{
+    Encoded, Encoding, Envelope, MAX_CONTROL_PAYLOAD, PING_FRAME, close_frame, encode,
+    frame_header, masked_frame, opcode, pong_frame,
+};
 pub use time::{Timestamp, timestamp_now};
 
 use std::fmt;

@@ -93,8 +93,10 @@ pub struct Encoded {
 /// Room before a payload for the longest frame header (2 + 8 bytes).
 const MAX_HEADER: usize = 10;
 
-/// WebSocket opcodes of the frames the hub sends.
+/// WebSocket opcodes (RFC 6455, 5.2).
 pub mod opcode {
+    /// The continuation of a fragmented message.
+    pub const CONTINUATION: u8 = 0x0;
     /// A text frame.
     pub const TEXT: u8 = 0x1;
     /// A binary frame.
@@ -117,25 +119,7 @@ impl Encoded {
 
     /// Finishes a frame whose payload follows [`MAX_HEADER`] reserved bytes.
     fn seal(opcode: u8, mut buf: Vec<u8>) -> Self {
-        let len = buf.len() - MAX_HEADER;
-        let mut header = [0u8; MAX_HEADER];
-        header[0] = 0x80 | opcode;
-        let header_len = match len {
-            0..=125 => {
-                header[1] = len as u8;
-                2
-            }
-            126..=0xFFFF => {
-                header[1] = 126;
-                header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-                4
-            }
-            _ => {
-                header[1] = 127;
-                header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-                10
-            }
-        };
+        let (header, header_len) = frame_header(0x80 | opcode, buf.len() - MAX_HEADER, false);
         let start = MAX_HEADER - header_len;
         buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
         Self {
@@ -193,6 +177,72 @@ pub fn encode<T: Serialize + ?Sized>(message: &T, encoding: Encoding) -> Encoded
         }
     }
 }
+
+/// The header of a frame without its masking key: `first` (FIN, RSV,
+/// opcode), then the payload length `len` in its shortest form, with the
+/// mask bit when `masked` (RFC 6455, 5.2). Returns the bytes and how many
+/// of them are used.
+pub fn frame_header(first: u8, len: usize, masked: bool) -> ([u8; MAX_HEADER], usize) {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut header = [0u8; MAX_HEADER];
+    header[0] = first;
+    let used = match len {
+        0..=125 => {
+            header[1] = mask_bit | len as u8;
+            2
+        }
+        126..=0xFFFF => {
+            header[1] = mask_bit | 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            header[1] = mask_bit | 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    (header, used)
+}
+
+/// A client frame: `first` (FIN, RSV, opcode) and `payload` masked with
+/// `mask`, as RFC 6455 requires of clients. For test kits and load
+/// generators that speak to a hub frame by frame, well-formed or not.
+pub fn masked_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let (header, used) = frame_header(first, payload.len(), true);
+    let mut frame = Vec::with_capacity(used + 4 + payload.len());
+    frame.extend_from_slice(&header[..used]);
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// Largest payload of a control frame (RFC 6455, 5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The Close frame for `code` (no payload when there is no code).
+pub fn close_frame(code: Option<u16>, reason: &str) -> Encoded {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    if let Some(code) = code {
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(MAX_CONTROL_PAYLOAD - 2)]);
+    }
+    Encoded::frame(opcode::CLOSE, &payload)
+}
+
+/// The Pong frame answering a Ping with `payload` (cut to 125 bytes), as
+/// the bytes to write: boxed, it costs the connection's Pong slot two words.
+pub fn pong_frame(payload: &[u8]) -> Box<[u8]> {
+    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+    let mut frame = Vec::with_capacity(2 + payload.len());
+    // At most 125: the length fits the second byte.
+    frame.extend_from_slice(&[0x80 | opcode::PONG, payload.len() as u8]);
+    frame.extend_from_slice(payload);
+    frame.into_boxed_slice()
+}
+
+/// The (empty) Ping frame the heartbeat sends.
+pub const PING_FRAME: [u8; 2] = [0x80 | opcode::PING, 0];
 
 #[cfg(test)]
 mod tests {
@@ -271,5 +321,17 @@ mod tests {
             assert_eq!(Encoding::from_protocol(e.protocol()), Some(e));
         }
         assert_eq!(Encoding::from_protocol("chat"), None);
+    }
+
+    #[test]
+    fn control_frames_for_the_server() {
+        assert_eq!(
+            &close_frame(Some(4009), "slow consumer").wire()[..4],
+            [0x88, 15, 0x0f, 0xa9]
+        );
+        assert_eq!(&close_frame(None, "").wire()[..], [0x88, 0]);
+        assert_eq!(pong_frame(b"x")[..], [0x8A, 1, b'x']);
+        assert_eq!(pong_frame(&[7; 200]).len(), 127, "cut to 125 bytes");
+        assert_eq!(close_frame(Some(1000), &"r".repeat(300)).len(), 125);
     }
 }

@@ -15,15 +15,8 @@ pub(crate) const MAX_FRAME_BYTES: u64 = 16 << 20;
 /// Largest HTTP response head accepted.
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// WebSocket opcodes the client handles.
-pub(crate) mod opcode {
-    pub const CONTINUATION: u8 = 0x0;
-    pub const TEXT: u8 = 0x1;
-    pub const BINARY: u8 = 0x2;
-    pub const CLOSE: u8 = 0x8;
-    pub const PING: u8 = 0x9;
-    pub const PONG: u8 = 0xA;
-}
+/// WebSocket opcodes, as the hub defines them.
+pub(crate) use crate::protocol::opcode;
 
 /// Why a peer's bytes were not what a hub must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,23 +140,7 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, WireError> {
 
 /// A masked client frame (FIN set) carrying `payload`.
 pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = fastrand::u32(..).to_be_bytes();
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-    out
+    crate::protocol::masked_frame(0x80 | opcode, payload, fastrand::u32(..).to_be_bytes())
 }
 
 /// The status code of a close frame's payload (1005 when it has none).

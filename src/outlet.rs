@@ -18,8 +18,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use smol::Async;
 
-use super::frame::{PING_FRAME, close_frame, pong_frame};
-use crate::protocol::{CloseCode, Encoded};
+use crate::protocol::{CloseCode, Encoded, PING_FRAME, close_frame, pong_frame};
 
 /// What the hub queues for a connection's writer.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ mod upgrade;
 
 pub use request::{HeadError, parse_head, percent_decode};
 use response::Response;
+pub use upgrade::{Accepted, check as check_upgrade};
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;

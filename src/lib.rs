@@ -79,6 +79,6 @@ pub use server::{Handle, serve};
 pub mod fuzzing {
     pub use crate::auth::{sign as sign_token, verify as verify_token};
     pub use crate::connection::FrameDecoder;
-    pub use crate::http::{Accepted, HeadError, check_upgrade, parse_head};
+    pub use crate::http::{Accepted, check_upgrade, parse_head};
     pub use crate::protocol::{Encoding, decode, is_valid_room};
 }

@@ -41,11 +41,14 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Claims for `sub` that expire `ttl_s` seconds from now.
+    /// Claims for `sub` that expire `ttl_s` seconds from now, or at the end
+    /// of the year 9999 ([`MAX_NUMERIC_DATE`]) if that is sooner.
     pub fn new(sub: impl Into<String>, ttl_s: u64) -> Self {
         Self {
             sub: sub.into(),
-            exp: (unix_now() as u64 + ttl_s) as f64,
+            exp: (unix_now() as u64)
+                .saturating_add(ttl_s)
+                .min(MAX_NUMERIC_DATE) as f64,
             rooms: None,
             publish: None,
             admin: false,
@@ -356,6 +359,10 @@ mod tests {
             crate::protocol::Timestamp::from_unix_secs(claims.exp_secs()).to_string(),
             "9999-12-31T23:59:59.000Z"
         );
+        // Minting caps the expiry there, so what it mints verifies.
+        let forever = Claims::new("x", u64::MAX);
+        assert_eq!(forever.exp, max as f64);
+        assert!(verify(&mint(&forever, SECRET), SECRET, now).is_ok());
         // Fractional seconds are NumericDates too (RFC 7519, section 2).
         let exp = now + 30.5;
         assert_eq!(

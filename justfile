@@ -31,6 +31,6 @@ bench-compare:
 test-browser:
     tests/browser/run.sh
 
-# Every fuzz target for SECONDS each (cargo-fuzz; see fuzz/run.sh).
-fuzz SECONDS="600":
-    fuzz/run.sh {{SECONDS}}
+# Fuzz targets for SECONDS each, all or the named ones (see fuzz/run.sh).
+fuzz SECONDS="600" *TARGETS:
+    fuzz/run.sh {{SECONDS}} {{TARGETS}}

@@ -75,10 +75,14 @@ pub use hub::{ConnectionInfo, Status};
 pub use protocol::{Publish, Published, Target};
 pub use server::{Handle, serve};
 
-/// Fuzzing entry points: the parsers that take untrusted bytes.
+/// Fuzzing entry points: the parsers and checks that take untrusted bytes.
+///
+/// A whole `/ws` request is [`parse_head`](fuzzing::parse_head) then
+/// [`check_upgrade`](fuzzing::check_upgrade), which needs no running hub.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::auth::{sign as sign_token, verify as verify_token};
     pub use crate::connection::FrameDecoder;
-    pub use crate::http::parse_head;
+    pub use crate::http::{Accepted, check_upgrade, parse_head};
     pub use crate::protocol::{Encoding, decode, is_valid_room};
 }

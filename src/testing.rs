@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::Message;
 use futures_lite::FutureExt;
 use serde_json::{Value, json};
 
-use crate::auth::{Claims, mint};
+use crate::auth::{Claims, mint, sign};
 use crate::client::{Client, ClientError, Next};
 pub use crate::client::{Closed, HttpResponse, connect_raw, parse_response};
 use crate::config::Config;
@@ -157,10 +157,18 @@ impl Drop for TestHub {
     }
 }
 
-/// Builds HS256 tokens for tests.
+/// Builds HS256 tokens for tests, well-formed or, with [`header`] and
+/// [`claim`], not.
+///
+/// [`header`]: TokenBuilder::header
+/// [`claim`]: TokenBuilder::claim
 #[derive(Debug, Clone)]
 pub struct TokenBuilder {
     claims: Claims,
+    /// Raw header fields, over `{"alg":"HS256","typ":"JWT"}`.
+    header: serde_json::Map<String, Value>,
+    /// Raw claims, over the typed ones.
+    raw_claims: serde_json::Map<String, Value>,
     secret: String,
 }
 
@@ -169,6 +177,8 @@ impl TokenBuilder {
     pub fn new(sub: &str, secret: &str) -> Self {
         Self {
             claims: Claims::new(sub, 3600),
+            header: serde_json::Map::new(),
+            raw_claims: serde_json::Map::new(),
             secret: secret.to_string(),
         }
     }
@@ -197,9 +207,38 @@ impl TokenBuilder {
         self
     }
 
+    /// Sets header field `name` to `value` as it is (say `crit`, or another
+    /// `alg`); the signature stays HS256 with the builder's secret.
+    pub fn header(mut self, name: &str, value: Value) -> Self {
+        self.header.insert(name.to_string(), value);
+        self
+    }
+
+    /// Sets claim `name` to `value` as it is, over the typed claims (say an
+    /// `exp` of `1e300`, or an `nbf`).
+    pub fn claim(mut self, name: &str, value: Value) -> Self {
+        self.raw_claims.insert(name.to_string(), value);
+        self
+    }
+
     /// The signed token.
     pub fn mint(&self) -> String {
-        mint(&self.claims, self.secret.as_bytes())
+        if self.header.is_empty() && self.raw_claims.is_empty() {
+            return mint(&self.claims, self.secret.as_bytes());
+        }
+        let mut header = serde_json::Map::new();
+        header.insert("alg".into(), json!("HS256"));
+        header.insert("typ".into(), json!("JWT"));
+        header.extend(self.header.clone());
+        let Ok(Value::Object(mut claims)) = serde_json::to_value(&self.claims) else {
+            unreachable!("claims serialise to an object");
+        };
+        claims.extend(self.raw_claims.clone());
+        sign(
+            Value::Object(header).to_string().as_bytes(),
+            Value::Object(claims).to_string().as_bytes(),
+            self.secret.as_bytes(),
+        )
     }
 }
 

@@ -1,10 +1,12 @@
-//! Property tests for the three parsers that take untrusted bytes: the
-//! client-message decoder, the request-head parser and the room-name check.
-//! Arbitrary input never panics and always gives a value or a protocol
-//! error; well-formed input always decodes to what was meant.
+//! Property tests for the parsers that take untrusted bytes: the
+//! client-message decoder, the frame decoder, the request-head parser, the
+//! room-name check and the JWT verifier. Arbitrary input never panics and
+//! always gives a value or a protocol error; well-formed input always
+//! decodes to what was meant, and nothing may follow it.
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use wshub::auth::{MAX_NUMERIC_DATE, sign, unix_now, verify};
 use wshub::fuzzing::{Encoding, FrameDecoder, decode, is_valid_room, parse_head};
 use wshub::protocol::{ErrorCode, Request};
 use wshub::testing::client_frame_masked as client_frame;
@@ -17,6 +19,26 @@ const DECODE_CODES: [ErrorCode; 3] = [
 
 fn room() -> impl Strategy<Value = String> + Clone {
     "[A-Za-z0-9_.:-]{1,128}"
+}
+
+const SECRET: &[u8] = b"property-secret";
+
+/// A JSON value for `exp` or `nbf`: in range, out of it either way,
+/// fractional, enormous, or not a number at all.
+fn numeric_date() -> impl Strategy<Value = Value> {
+    let now = unix_now();
+    prop_oneof![
+        (-600.0..600.0f64).prop_map(move |d| json!(now + d)),
+        (0..=MAX_NUMERIC_DATE).prop_map(|s| json!(s)),
+        (MAX_NUMERIC_DATE..=u64::MAX).prop_map(|s| json!(s)),
+        any::<i64>().prop_map(|s| json!(s)),
+        any::<f64>().prop_map(|s| json!(s)),
+        Just(json!(1e300)),
+        Just(json!(MAX_NUMERIC_DATE as f64 + 0.5)),
+        "[ -~]{0,12}".prop_map(|s| json!(s)),
+        Just(Value::Null),
+        Just(json!([1])),
+    ]
 }
 
 fn message() -> impl Strategy<Value = Value> {
@@ -183,5 +205,79 @@ proptest! {
     #[test]
     fn valid_room_names_are_accepted(name in room()) {
         prop_assert!(is_valid_room(&name));
+    }
+
+    #[test]
+    fn arbitrary_tokens_never_panic_the_verifier(
+        token in prop_oneof![
+            "\\PC{0,200}",
+            "[A-Za-z0-9_=-]{0,60}\\.[A-Za-z0-9_=-]{0,60}\\.[A-Za-z0-9_=-]{0,60}",
+        ],
+        now in any::<f64>(),
+    ) {
+        if let Err(e) = verify(&token, SECRET, now) {
+            prop_assert!(["invalid_token", "token_expired"].contains(&e.code.as_str()), "{:?}", e);
+            prop_assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn signed_tokens_pass_only_with_dates_up_to_9999_and_no_crit(
+        exp in numeric_date(),
+        nbf in prop::option::of(numeric_date()),
+        crit in prop::option::of(prop_oneof![Just(json!(["exp"])), Just(json!([])), Just(Value::Null)]),
+        sub in "[a-z]{0,8}",
+    ) {
+        let mut header = json!({"alg": "HS256", "typ": "JWT"});
+        if let Some(crit) = &crit {
+            header["crit"] = crit.clone();
+        }
+        let mut claims = json!({"sub": sub, "exp": exp});
+        if let Some(nbf) = &nbf {
+            claims["nbf"] = nbf.clone();
+        }
+        let token = sign(header.to_string().as_bytes(), claims.to_string().as_bytes(), SECRET);
+        let now = unix_now();
+        match verify(&token, SECRET, now) {
+            Ok(verified) => {
+                prop_assert!(crit.is_none());
+                prop_assert!(!sub.is_empty());
+                prop_assert!(verified.exp > now && verified.exp <= MAX_NUMERIC_DATE as f64, "{}", exp);
+                prop_assert!(nbf.as_ref().is_none_or(|n| n.as_f64().is_some_and(|n| (0.0..=now).contains(&n))), "{:?}", nbf);
+            }
+            Err(e) => {
+                let in_range = |v: &Value| v.as_f64().is_some_and(|s| (0.0..=MAX_NUMERIC_DATE as f64).contains(&s));
+                let expired_only = crit.is_none()
+                    && !sub.is_empty()
+                    && in_range(&exp)
+                    && nbf.as_ref().is_none_or(|n| in_range(n) && n.as_f64() <= Some(now));
+                let want = if expired_only { "token_expired" } else { "invalid_token" };
+                prop_assert_eq!(e.code.as_str(), want, "{}", e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn msgpack_messages_with_trailing_bytes_are_invalid_json(
+        msg in message(),
+        tail in prop::collection::vec(any::<u8>(), 1..32),
+    ) {
+        let mut bytes = rmp_serde::to_vec_named(&msg).unwrap();
+        prop_assert!(decode(&bytes, Encoding::MsgPack).is_ok());
+        bytes.extend_from_slice(&tail);
+        let e = decode(&bytes, Encoding::MsgPack).unwrap_err();
+        prop_assert_eq!(e.error.code, ErrorCode::InvalidJson, "{}", e.error.message);
+    }
+
+    #[test]
+    fn json_messages_with_trailing_text_are_invalid_json(
+        msg in message(),
+        space in "[ \t\r\n]{0,3}",
+        tail in "[!-~][ -~]{0,15}",
+    ) {
+        let text = format!("{msg}{space}");
+        prop_assert!(decode(text.as_bytes(), Encoding::Json).is_ok());
+        let e = decode(format!("{text}{tail}").as_bytes(), Encoding::Json).unwrap_err();
+        prop_assert_eq!(e.error.code, ErrorCode::InvalidJson, "{}", e.error.message);
     }
 }

@@ -1,12 +1,16 @@
 //! Who gets in (PROTOCOL.md sections 1 and 2): JWT refusals, room
 //! permissions, personal delivery, token refresh and expiry (4001), the
-//! Origin allowlist, and the admin and publisher routes with CORS. Every
-//! refusal is shown beside an honest client that keeps working.
+//! Origin allowlist, and the admin and publisher routes with CORS; and the
+//! section 11 rules on tokens (`crit`, dates past 9999) and on frames that
+//! smuggle bytes after their message. Every refusal is shown beside an
+//! honest client that keeps working.
 
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::Message;
 use serde_json::{Value, json};
 use wshub::AllowedOrigins;
+use wshub::auth::{MAX_NUMERIC_DATE, unix_now};
 use wshub::testing::{Closed, TestClient, TestHub, TokenBuilder, http};
 
 const SECRET: &str = "s3cret-for-tests";
@@ -135,6 +139,144 @@ fn jwt_refusals_are_403_with_their_codes() {
             m.contains("wshub_handshake_rejections_total{code=\"invalid_token\"} 16"),
             "{m}"
         );
+    });
+}
+
+/// Tokens for `sub`, signed with the hub's secret, that section 11 (or a
+/// not-yet-valid `nbf`) makes `invalid_token`, each with what is wrong.
+fn section_11_tokens(hub: &TestHub, sub: &str) -> Vec<(&'static str, String)> {
+    let t = || hub.token(sub).rooms(&["a", "b"]);
+    vec![
+        ("crit", t().header("crit", json!(["exp"])).mint()),
+        ("empty crit", t().header("crit", json!([])).mint()),
+        ("exp 1e300", t().claim("exp", json!(1e300)).mint()),
+        (
+            "exp after 9999",
+            t().claim("exp", json!(MAX_NUMERIC_DATE + 1)).mint(),
+        ),
+        ("negative exp", t().claim("exp", json!(-1)).mint()),
+        ("string exp", t().claim("exp", json!("tomorrow")).mint()),
+        (
+            "nbf after 9999",
+            t().claim("nbf", json!(MAX_NUMERIC_DATE + 1)).mint(),
+        ),
+        (
+            "nbf in an hour",
+            t().claim("nbf", json!(unix_now() + 3600.0)).mint(),
+        ),
+    ]
+}
+
+#[test]
+fn crit_headers_and_dates_past_9999_are_refused_at_the_handshake() {
+    let hub = jwt_hub();
+    smol::block_on(async {
+        let mut ok = honest(&hub).await;
+        for (what, token) in section_11_tokens(&hub, "mallory") {
+            assert_eq!(
+                refusal(&hub, &format!("?token={token}"), &[]).await,
+                (403, "invalid_token".to_string()),
+                "{what}"
+            );
+            let bearer = format!("Bearer {token}");
+            assert_eq!(
+                refusal(&hub, "", &[("Authorization", &bearer)]).await,
+                (403, "invalid_token".to_string()),
+                "bearer, {what}"
+            );
+            still_receives(&hub, &mut ok).await;
+        }
+        // The edges: the last second of 9999, and an `nbf` already past.
+        let last = hub
+            .token("pat")
+            .claim("exp", json!(MAX_NUMERIC_DATE))
+            .mint();
+        let c = hub.client_with_token(&last, "").await;
+        assert_eq!(c.welcome["payload"]["user"], "pat");
+        let begun = hub
+            .token("pat")
+            .claim("nbf", json!(unix_now() - 5.0))
+            .mint();
+        assert_eq!(
+            hub.client_with_token(&begun, "").await.welcome["payload"]["user"],
+            "pat"
+        );
+        still_receives(&hub, &mut ok).await;
+    });
+}
+
+#[test]
+fn refresh_refuses_crit_headers_and_dates_past_9999_and_the_connection_stays_usable() {
+    let hub = jwt_hub();
+    smol::block_on(async {
+        let mut ok = honest(&hub).await;
+        let mut c = hub
+            .client_with_token(&hub.token("quinn").rooms(&["a"]).mint(), "")
+            .await;
+        for (what, token) in section_11_tokens(&hub, "quinn") {
+            let e = c.request(json!({"type": "refresh", "token": token})).await;
+            assert_eq!(e["type"], "error", "{what}: {e}");
+            assert_eq!(e["payload"]["code"], "invalid_token", "{what}: {e}");
+            // The refused token's claims (rooms a and b) did not apply.
+            assert_eq!(
+                c.request(json!({"type": "subscribe", "rooms": ["b"]}))
+                    .await["payload"]["code"],
+                "forbidden",
+                "{what}"
+            );
+            assert_eq!(c.request(json!({"type": "ping"})).await["type"], "pong");
+            still_receives(&hub, &mut ok).await;
+        }
+        // A token good to the last second of 9999 refreshes, and says so in
+        // a timestamp with a four-digit year.
+        let last = hub
+            .token("quinn")
+            .claim("exp", json!(MAX_NUMERIC_DATE))
+            .mint();
+        let r = c.request(json!({"type": "refresh", "token": last})).await;
+        assert_eq!(r["type"], "refreshed", "{r}");
+        assert_eq!(r["payload"]["expires_at"], "9999-12-31T23:59:59.000Z");
+        assert_eq!(c.request(json!({"type": "ping"})).await["type"], "pong");
+    });
+}
+
+#[test]
+fn a_frame_with_bytes_after_its_message_is_invalid_json_and_nothing_is_smuggled() {
+    let hub = TestHub::start();
+    smol::block_on(async {
+        let mut ok = hub.client("?rooms=honest").await;
+        let smuggled =
+            json!({"type": "publish", "room": "honest", "event": "smuggled", "payload": {}});
+        let mut m = TestClient::connect_with(
+            &hub.ws_url(""),
+            &[("Sec-WebSocket-Protocol", "wshub.msgpack")],
+        )
+        .await
+        .unwrap();
+        let ping = rmp_serde::to_vec_named(&json!({"type": "ping"})).unwrap();
+        let publish = rmp_serde::to_vec_named(&smuggled).unwrap();
+        for (what, frame) in [
+            ("a second map", [ping.clone(), publish].concat()),
+            ("a stray byte", [ping.clone(), vec![0xc0]].concat()),
+        ] {
+            m.send_raw(Message::binary(frame)).await;
+            let e = m.expect("error").await;
+            assert_eq!(e["payload"]["code"], "invalid_json", "{what}: {e}");
+            let message = e["payload"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("nothing after it"), "{what}: {message}");
+            assert_eq!(m.request(json!({"type": "ping"})).await["type"], "pong");
+        }
+
+        // JSON text frames: serde_json already refuses text after the object.
+        let mut j = hub.client("").await;
+        j.send_raw(Message::text(format!(r#"{{"type":"ping"}}{smuggled}"#)))
+            .await;
+        assert_eq!(j.expect("error").await["payload"]["code"], "invalid_json");
+        assert_eq!(j.request(json!({"type": "ping"})).await["type"], "pong");
+
+        // Neither smuggled publish reached the room.
+        ok.expect_silence(Duration::from_millis(200)).await;
+        still_receives(&hub, &mut ok).await;
     });
 }
 

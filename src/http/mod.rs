@@ -17,6 +17,7 @@ mod upgrade;
 
 pub use request::{HeadError, parse_head, percent_decode};
 use response::{Response, write_all_within};
+pub use upgrade::{Accepted, check as check_upgrade};
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;

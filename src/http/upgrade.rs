@@ -16,6 +16,7 @@ use super::request::Request;
 use super::response::{Response, write_all_within};
 use super::{Context, host};
 use crate::auth::{self, Claims};
+use crate::config::Config;
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
 use crate::log::as_json;
@@ -24,13 +25,17 @@ use crate::protocol::{Encoding, ErrorCode, is_valid_room};
 
 /// What a valid upgrade request asks for.
 #[derive(Debug)]
-struct Accepted {
-    accept_key: String,
-    encoding: Encoding,
+pub struct Accepted {
+    /// `Sec-WebSocket-Accept` for the request's key.
+    pub accept_key: String,
+    /// The negotiated subprotocol's encoding.
+    pub encoding: Encoding,
     /// Whether the client offered subprotocols (and so gets one back).
-    offered: bool,
-    claims: Option<Claims>,
-    rooms: Vec<String>,
+    pub offered: bool,
+    /// The verified token's claims, when the hub has a `jwt_secret`.
+    pub claims: Option<Claims>,
+    /// The `?rooms=` to join, valid, permitted and without duplicates.
+    pub rooms: Vec<String>,
 }
 
 /// Answers an upgrade request on `stream`; on success runs the connection
@@ -43,8 +48,7 @@ pub(crate) async fn upgrade(
     correlation_id: String,
     ctx: &Context,
 ) {
-    let checked = host::check(&request, &ctx.config).and_then(|()| check(&request, ctx));
-    let accepted = match checked {
+    let accepted = match check(&request, &ctx.config) {
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
@@ -146,7 +150,12 @@ async fn refuse(
     }
 }
 
-fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {
+/// Validates an upgrade request against `config` alone: Host, method,
+/// headers, key, version, subprotocol, `?rooms=`, Origin and token, in
+/// that order.
+/// Pure, so the fuzzer can call it; the hub's own limits come after.
+pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
+    host::check(request, config)?;
     let bad = |message: &str| Refusal::new(400, ErrorCode::BadRequest, message);
     if request.method != "GET" || request.minor_version != 1 {
         return Err(bad("a WebSocket upgrade is a GET over HTTP/1.1"));
@@ -208,7 +217,7 @@ fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {
         }
     };
 
-    if !request_origin_allowed(request, &ctx.config) {
+    if !request_origin_allowed(request, config) {
         return Err(Refusal::new(
             403,
             ErrorCode::OriginNotAllowed,
@@ -216,7 +225,7 @@ fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {
         ));
     }
 
-    let claims = match &ctx.config.jwt_secret {
+    let claims = match &config.jwt_secret {
         None => None,
         Some(secret) => {
             let token = bearer(request)
@@ -250,4 +259,58 @@ fn check(request: &Request, ctx: &Context) -> Result<Accepted, Refusal> {
         claims,
         rooms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse_head;
+
+    fn checked(head: &str, config: &Config) -> Result<Accepted, Refusal> {
+        let raw = format!(
+            "GET /ws{head}\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let (request, _) = parse_head(raw.as_bytes()).unwrap().unwrap();
+        check(&request, config)
+    }
+
+    #[test]
+    fn checks_need_only_the_config() {
+        let config = Config::default();
+        let ok = checked("?rooms=a,b,a HTTP/1.1", &config).unwrap();
+        // The sample handshake of RFC 6455, section 1.3.
+        assert_eq!(ok.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!((ok.encoding, ok.offered), (Encoding::Json, false));
+        assert_eq!(ok.rooms, ["a", "b"]);
+        let mp = checked(
+            " HTTP/1.1\r\nSec-WebSocket-Protocol: chat, wshub.msgpack",
+            &config,
+        )
+        .unwrap();
+        assert_eq!((mp.encoding, mp.offered), (Encoding::MsgPack, true));
+
+        let code = |r: Result<Accepted, Refusal>| {
+            let r = r.unwrap_err();
+            (r.status, r.error.code)
+        };
+        assert_eq!(
+            code(checked(" HTTP/1.0", &config)),
+            (400, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(checked("?rooms=no%20spaces HTTP/1.1", &config)),
+            (400, ErrorCode::BadRequest)
+        );
+        let jwt = Config {
+            jwt_secret: Some("k".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            code(checked(" HTTP/1.1", &jwt)),
+            (403, ErrorCode::Unauthenticated)
+        );
+        let token = auth::mint(&Claims::new("u", 60), b"k");
+        let ok = checked(&format!("?token={token} HTTP/1.1"), &jwt).unwrap();
+        assert_eq!(ok.claims.map(|c| c.sub).as_deref(), Some("u"));
+    }
 }

@@ -81,12 +81,7 @@ pub struct DecodeError {
 pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<ClientMessage, DecodeError> {
     let value: Value = match encoding {
         Encoding::Json => serde_json::from_slice(bytes).map_err(|e| bare(not_json(&e)))?,
-        Encoding::MsgPack => msgpack_value(bytes).map_err(|_| {
-            bare(ProtocolError::new(
-                ErrorCode::InvalidJson,
-                "not a MessagePack map with string keys",
-            ))
-        })?,
+        Encoding::MsgPack => msgpack_value(bytes).map_err(bare)?,
     };
     let Value::Object(mut obj) = value else {
         let what = match encoding {
@@ -134,11 +129,30 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<ClientMessage, DecodeE
 /// Nesting allowed in a MessagePack message, as serde_json allows in JSON.
 const MAX_MSGPACK_DEPTH: usize = 128;
 
-fn msgpack_value(bytes: &[u8]) -> Result<Value, rmp_serde::decode::Error> {
+/// The one MessagePack value that fills `bytes`: a frame holds one map "with
+/// nothing after it" (section 4), so trailing bytes are `invalid_json`.
+fn msgpack_value(bytes: &[u8]) -> Result<Value, ProtocolError> {
     use serde::Deserialize;
-    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let mut rest = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
     de.set_max_depth(MAX_MSGPACK_DEPTH);
-    Value::deserialize(&mut de)
+    let value = Value::deserialize(&mut de).map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::InvalidJson,
+            "not a MessagePack map with string keys",
+        )
+    })?;
+    drop(de);
+    if !rest.is_empty() {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "{} bytes follow the MessagePack value: send one map per binary frame, with nothing after it",
+                rest.len()
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 fn bare(error: ProtocolError) -> DecodeError {
@@ -453,6 +467,49 @@ mod tests {
         assert_eq!(e.error.code, ErrorCode::InvalidJson);
         let e = decode(b"\xc1", Encoding::MsgPack).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn msgpack_with_trailing_bytes_is_invalid_json() {
+        let ping = rmp_serde::to_vec_named(&json!({"type":"ping"})).unwrap();
+        assert!(decode(&ping, Encoding::MsgPack).is_ok());
+        let two = [ping.clone(), ping.clone()].concat();
+        for bytes in [
+            [ping.as_slice(), b"\x00"].concat(),
+            [ping.as_slice(), b"\xc0"].concat(), // a trailing nil
+            [ping.as_slice(), b"\xc1"].concat(), // a byte that is never valid
+            [ping.as_slice(), b" "].concat(),
+            two,
+        ] {
+            let e = decode(&bytes, Encoding::MsgPack).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::InvalidJson, "{bytes:?}");
+            assert!(
+                e.error.message.contains("nothing after it"),
+                "{}",
+                e.error.message
+            );
+        }
+        // A truncated map is still an error, and a plain one.
+        let e = decode(&ping[..ping.len() - 1], Encoding::MsgPack).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn json_with_trailing_text_is_invalid_json_but_whitespace_is_fine() {
+        for bytes in [
+            &br#"{"type":"ping"}x"#[..],
+            br#"{"type":"ping"}{"type":"ping"}"#,
+            br#"{"type":"ping"} {"type":"ping"}"#,
+            br#"{"type":"ping"},"#,
+            b"{\"type\":\"ping\"}\0",
+        ] {
+            let e = decode(bytes, Encoding::Json).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::InvalidJson, "{bytes:?}");
+            assert!(e.error.message.contains("trailing"), "{}", e.error.message);
+        }
+        // JSON text may end in whitespace (RFC 8259, section 2).
+        let m = decode(b"{\"type\":\"ping\"} \r\n\t", Encoding::Json).unwrap();
+        assert_eq!(m.request, Request::Ping);
     }
 
     #[test]

@@ -67,6 +67,7 @@ mod outlet;
 pub mod protocol;
 mod schema;
 mod server;
+mod shutdown;
 pub mod testing;
 
 pub use config::{AllowedHosts, AllowedOrigins, Config, ConfigError, LogLevel};

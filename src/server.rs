@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_channel::Receiver;
+use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
@@ -21,6 +21,7 @@ use crate::log::{as_json, opt_json};
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
+use crate::shutdown;
 
 /// Pending connections the kernel may hold for the accept loop.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -119,38 +120,43 @@ fn run(
                 return;
             }
         };
-        let (live_tx, live) = async_channel::bounded::<()>(1);
+        let (trigger, shutdown) = shutdown::signal();
+        let (task, tasks) = shutdown::tasks();
         let ctx = Rc::new(Context {
             hub: hub.clone(),
             config: config.clone(),
             spawner: spawner.clone(),
+            shutdown,
         });
         let addr = listener.get_ref().local_addr().ok();
         spawner.spawn(accept_loop(listener, ctx));
+        let (force_tx, force) = async_channel::bounded::<()>(1);
         if let Some(signals) = signals {
-            spawner.spawn(signal_loop(signals, hub.clone()));
+            spawner.spawn(signal_loop(signals, hub.clone(), force_tx));
         }
         tracing::info!(
             epoch = as_json(&epoch),
             addr = opt_json(addr),
             "hub started"
         );
-        Hub::new(config, epoch, schemas, live_tx)
-            .run(commands)
-            .await;
+        Hub::new(config, epoch, schemas, task).run(commands).await;
+        trigger.fire();
         // Every connection has been sent a close frame; give their closing
-        // handshakes until the grace period ends. The accept loop answers
-        // 503 meanwhile.
-        let all_closed = async {
-            let _ = live.recv().await;
+        // handshakes until the grace period ends, or a second signal. The
+        // accept loop answers 503 meanwhile.
+        let in_time = async {
+            tasks.all_done().await;
             true
-        };
-        let in_time = all_closed
-            .or(async {
-                smol::Timer::after(grace).await;
-                false
-            })
-            .await;
+        }
+        .or(async {
+            smol::Timer::after(grace).await;
+            false
+        })
+        .or(async {
+            let _ = force.recv().await;
+            false
+        })
+        .await;
         tracing::info!(closed_in_grace = as_json(in_time), "hub stopped");
     }));
     // Dropping the executor cancels what is left: the accept loop and any
@@ -188,7 +194,9 @@ fn signals(config: &Config) -> Option<async_signal::Signals> {
     signals.ok()
 }
 
-async fn signal_loop(mut signals: async_signal::Signals, hub: HubClient) {
+/// The first signal drains the hub; a second ends the drain at once (the
+/// binary then exits, as it does after any drain).
+async fn signal_loop(mut signals: async_signal::Signals, hub: HubClient, force: Sender<()>) {
     use futures_lite::StreamExt;
     if let Some(Ok(signal)) = signals.next().await {
         tracing::info!(
@@ -198,8 +206,9 @@ async fn signal_loop(mut signals: async_signal::Signals, hub: HubClient) {
         hub.shutdown().await;
     }
     if let Some(Ok(_)) = signals.next().await {
-        tracing::warn!("second signal; exiting at once");
-        std::process::exit(1);
+        tracing::warn!("second signal; stopping at once");
+        // The drain may have ended already; nobody is left to tell.
+        let _ = force.try_send(());
     }
 }
 

@@ -27,12 +27,13 @@ use std::io::{ErrorKind, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 
 use crate::executor::Spawner;
 use crate::hub::{Command, ConnId, HubClient};
 use crate::outlet::{Link, Outbound, Outlet};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
+use crate::shutdown::TaskGuard;
 use frame::{Incoming, Violation};
 use inbox::Inbox;
 
@@ -81,8 +82,8 @@ pub(crate) struct Upgraded {
     /// closed (`handshake_timeout`, PROTOCOL.md section 11).
     pub write_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// Dropped when the writer ends; the server waits for all of them at shutdown.
-    pub done: Sender<()>,
+    /// Dropped when the writer ends; the drain waits for all of them.
+    pub task: TaskGuard,
 }
 
 /// Starts the connection's reader and writer tasks on `link`, whose
@@ -96,7 +97,7 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         outbound: pipes.outbound_rx,
         shutdown_grace: conn.shutdown_grace,
         write_timeout: conn.write_timeout,
-        done: conn.done,
+        task: conn.task,
     };
     let now = Instant::now();
     let reader = Reader {

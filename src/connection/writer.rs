@@ -8,7 +8,7 @@
 use std::io::{ErrorKind, IoSlice, Write};
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use bytes::Bytes;
 use futures_lite::FutureExt;
 use socket2::SockRef;
@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::outlet::{Link, Outbound};
 use crate::protocol::{CloseCode, PING_FRAME, close_frame};
+use crate::shutdown::TaskGuard;
 
 /// Frames gathered into one write at most; also keeps one busy connection
 /// from holding the executor.
@@ -31,7 +32,8 @@ pub(super) struct Writer {
     pub shutdown_grace: Duration,
     /// How long a write may make no progress (`handshake_timeout`).
     pub write_timeout: Duration,
-    pub done: Sender<()>,
+    /// Dropped once the socket is finished: the drain waits for it.
+    pub task: TaskGuard,
 }
 
 /// How a batch went.
@@ -92,7 +94,7 @@ impl Writer {
             .socket
             .get_ref()
             .shutdown(std::net::Shutdown::Both);
-        drop(self.done);
+        drop(self.task);
     }
 
     /// Writes `first` and whatever else is queued, in as few writes as the

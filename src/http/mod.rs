@@ -23,7 +23,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::Async;
 
 use crate::config::Config;
@@ -31,6 +31,7 @@ use crate::executor::Spawner;
 use crate::hub::HubClient;
 use crate::log::as_json;
 use crate::protocol::{ErrorCode, is_valid_correlation_id, new_uuid};
+use crate::shutdown::Shutdown;
 
 /// What every socket task on the hub thread shares.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub(crate) struct Context {
     pub hub: HubClient,
     pub config: Config,
     pub spawner: Spawner,
+    /// Set once the hub drains: requests are then answered 503.
+    pub shutdown: Shutdown,
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.
@@ -45,9 +48,21 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
     let mut buf = Vec::new();
     let mut io = &stream;
     let stall = ctx.config.handshake_timeout;
-    loop {
+    for served in 0u64.. {
         let deadline = Instant::now() + ctx.config.handshake_timeout;
-        let request = match request::read_head(&mut io, &mut buf, deadline).await {
+        // An idle keep-alive connection ends with the drain; a first
+        // request, or one already arriving, is still answered (503).
+        let idle = served > 0 && buf.is_empty();
+        let head = request::read_head(&mut io, &mut buf, deadline);
+        let drained = async {
+            if idle {
+                ctx.shutdown.started().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+            Err(HeadError::Closed)
+        };
+        let request = match head.or(drained).await {
             Ok(request) => request,
             Err(HeadError::Malformed(message)) => {
                 // Closed after the answer: what follows a head that cannot
@@ -78,10 +93,8 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             .filter(|id| is_valid_correlation_id(id))
             .map_or_else(new_uuid, str::to_string);
 
-        if ctx.hub.is_closed() {
-            let response =
-                Response::error(503, ErrorCode::ShuttingDown, "the hub is shutting down")
-                    .with_header("Retry-After", "1");
+        if ctx.shutdown.is_draining() || ctx.hub.is_closed() {
+            let response = Response::shutting_down();
             let bytes = response.to_bytes(&correlation_id, false);
             let _ = write_all_within(&mut io, &bytes, stall).await;
             return;

@@ -44,6 +44,11 @@ impl Response {
         )
     }
 
+    /// The 503 `shutting_down` of a draining hub.
+    pub fn shutting_down() -> Self {
+        Self::refusal(&Refusal::shutting_down())
+    }
+
     /// The JSON error of a refusal, with `Retry-After` when it has one and
     /// `Sec-WebSocket-Version` on a 426.
     pub fn refusal(refusal: &Refusal) -> Self {

@@ -134,10 +134,7 @@ pub(super) async fn respond(
     }
     let response = handle(route, request, &body, correlation_id, ctx)
         .await
-        .unwrap_or_else(|HubGone| {
-            Response::error(503, ErrorCode::ShuttingDown, "the hub is shutting down")
-                .with_header("Retry-After", "1")
-        });
+        .unwrap_or_else(|HubGone| Response::shutting_down());
     (response, true)
 }
 

@@ -75,10 +75,7 @@ pub(crate) async fn upgrade(
             return;
         }
         Err(_) => {
-            let refusal = Refusal {
-                retry_after: Some(1),
-                ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
-            };
+            let refusal = Refusal::shutting_down();
             refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
             return;
         }
@@ -118,7 +115,7 @@ pub(crate) async fn upgrade(
         send_queue: ctx.config.send_queue,
         write_timeout: ctx.config.handshake_timeout,
         shutdown_grace: ctx.config.shutdown_grace,
-        done: joined.live,
+        task: joined.task,
     };
     connection::start(link, leftover, upgraded, &ctx.spawner);
 }

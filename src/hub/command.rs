@@ -14,6 +14,7 @@ use crate::outlet::Outlet;
 use crate::protocol::{
     ClientMessage, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish, Published,
 };
+use crate::shutdown::TaskGuard;
 
 /// A WebSocket upgrade asking to become a connection.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ pub(crate) struct Joined {
     pub id: ConnId,
     /// Held by the writer until the socket is finished; the server waits
     /// for every one of these at shutdown.
-    pub live: Sender<()>,
+    pub task: TaskGuard,
     /// The `welcome` frame, written with the upgrade response.
     pub welcome: Encoded,
 }
@@ -66,6 +67,14 @@ impl Refusal {
             status,
             error: ProtocolError::new(code, message),
             retry_after: None,
+        }
+    }
+
+    /// The 503 `shutting_down` of a draining hub, with `Retry-After`.
+    pub fn shutting_down() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
         }
     }
 }

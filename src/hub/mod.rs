@@ -38,6 +38,7 @@ use crate::protocol::{
     CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
     timestamp_now,
 };
+use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
 use health::Health;
 use room::Room;
@@ -63,8 +64,8 @@ pub(crate) struct Hub {
     idempotency: HashMap<String, (Instant, Published)>,
     metrics: Metrics,
     schemas: Option<crate::schema::Schemas>,
-    draining: bool,
-    live: async_channel::Sender<()>,
+    /// Given to every connection's writer: the drain waits for them all.
+    tasks: TaskGuard,
     /// Whether nothing else is waiting for the hub: messages are then
     /// written to idle connections at once rather than queued.
     write_through: bool,
@@ -82,7 +83,7 @@ impl Hub {
         config: Config,
         epoch: String,
         schemas: Option<crate::schema::Schemas>,
-        live: async_channel::Sender<()>,
+        tasks: TaskGuard,
     ) -> Self {
         Self {
             config,
@@ -96,8 +97,7 @@ impl Hub {
             idempotency: HashMap::new(),
             metrics: Metrics::default(),
             schemas,
-            draining: false,
-            live,
+            tasks,
             write_through: true,
         }
     }
@@ -297,7 +297,7 @@ impl Hub {
         self.conns.insert(id, Box::new(conn));
         Ok(Joined {
             id,
-            live: self.live.clone(),
+            task: self.tasks.clone(),
             welcome,
         })
     }
@@ -307,12 +307,6 @@ impl Hub {
             retry_after: Some(1),
             ..Refusal::new(status, ErrorCode::TooManyConnections, message)
         };
-        if self.draining {
-            return Err(Refusal {
-                retry_after: Some(self.config.shutdown_grace.as_secs().max(1) as u32),
-                ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
-            });
-        }
         if self.conns.len() >= self.config.max_connections {
             return Err(busy(503, "the hub is at max_connections"));
         }
@@ -482,7 +476,6 @@ impl Hub {
 
     /// Refuses new connections and closes every open one with 1001.
     fn drain(&mut self) {
-        self.draining = true;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         tracing::info!(connections = as_json(ids.len()), "hub draining");
         for id in ids {

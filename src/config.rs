@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Every setting name, as used in the TOML file; flags use dashes and the
 /// environment `WSHUB_` plus the name in capitals.
-pub const SETTINGS: [&str; 18] = [
+pub const SETTINGS: [&str; 20] = [
     "bind",
     "config",
     "admin_key",
@@ -29,6 +29,8 @@ pub const SETTINGS: [&str; 18] = [
     "history_size",
     "shutdown_grace",
     "schemas",
+    "max_rooms_per_connection",
+    "max_history_bytes",
 ];
 
 /// Default listen address.
@@ -41,6 +43,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time allowed for closing handshakes at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default number of rooms one connection may hold.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1000;
+/// Default budget of all rooms' history together, in bytes (64 MiB).
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
 
 /// Which `Origin` headers may open a WebSocket or get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -136,6 +142,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// JSON file of JSON Schemas by event type (`schemas`, default none).
     pub schemas: Option<PathBuf>,
+    /// Rooms one connection may hold, at least 1 (`max_rooms_per_connection`,
+    /// default 1000).
+    pub max_rooms_per_connection: usize,
+    /// All rooms' history together, in bytes of encoded frames, at least 1
+    /// (`max_history_bytes`, default 64 MiB); the hub's oldest events leave
+    /// first.
+    pub max_history_bytes: usize,
     /// Log level (from `WSHUB_LOG` in the binary; not a file setting).
     pub log_level: LogLevel,
     /// Whether SIGINT and SIGTERM drain and stop the hub (the binary sets it).
@@ -162,6 +175,8 @@ impl Default for Config {
             history_size: 100,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             schemas: None,
+            max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
             log_level: LogLevel::Info,
             handle_signals: false,
         }
@@ -287,6 +302,8 @@ impl Config {
             "history_size" => self.history_size = parse_count(text)?,
             "shutdown_grace" => self.shutdown_grace = parse_duration(text)?,
             "schemas" => self.schemas = Some(PathBuf::from(non_empty(text)?)),
+            "max_rooms_per_connection" => self.max_rooms_per_connection = parse_count(text)?,
+            "max_history_bytes" => self.max_history_bytes = parse_size(text)?,
             _ => return Err("unknown setting".into()),
         }
         Ok(())
@@ -307,6 +324,8 @@ impl Config {
         let at_least_one = [
             ("max_connections", self.max_connections),
             ("send_queue", self.send_queue),
+            ("max_rooms_per_connection", self.max_rooms_per_connection),
+            ("max_history_bytes", self.max_history_bytes),
         ];
         for (name, n) in at_least_one {
             if n == 0 {
@@ -408,6 +427,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * unit_secs).map_err(|_| bad())
 }
 
+/// Parses `64MiB`, `512KiB`, `1GiB`, `100B` or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("`{text}` is not a size (use 64MiB, 512KiB or a number of bytes)");
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" => 10,
+        "mib" => 20,
+        "gib" => 30,
+        _ => return Err(bad()),
+    };
+    let number: usize = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 fn parse_count<T: FromStr>(text: &str) -> Result<T, String> {
     text.parse()
         .map_err(|_| format!("`{text}` is not a non-negative whole number in range"))
@@ -495,6 +535,48 @@ mod tests {
         assert_eq!(c.history_size, 100);
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.allowed_origins, AllowedOrigins::Loopback);
+        assert_eq!(c.max_rooms_per_connection, 1000);
+        assert_eq!(c.max_history_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn sizes_take_every_documented_form() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size(" 2 mib "), Ok(2 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "64MB",
+            "64M",
+            "1e6",
+            "1 2",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size(&format!("{}GiB", usize::MAX >> 20)).is_err());
+    }
+
+    #[test]
+    fn room_and_history_limits_load_from_every_source() {
+        let c = Config::load(&flags(&[("max_history_bytes", "512KiB")]), |n| {
+            (n == "WSHUB_MAX_ROOMS_PER_CONNECTION").then(|| "5".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.max_history_bytes, 512 * 1024);
+        assert_eq!(c.max_rooms_per_connection, 5);
+        let c = Config::load(&BTreeMap::new(), |n| {
+            (n == "WSHUB_MAX_HISTORY_BYTES").then(|| "1000".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.max_history_bytes, 1000);
     }
 
     #[test]
@@ -561,6 +643,11 @@ mod tests {
             ("allowed_origins", "ftp//x"),
             ("jwt_secret", ""),
             ("max_connections", "0"),
+            ("max_history_bytes", "lots"),
+            ("max_history_bytes", "64MB"),
+            ("max_history_bytes", "0"),
+            ("max_rooms_per_connection", "0"),
+            ("max_rooms_per_connection", "many"),
         ];
         for (name, value) in cases {
             let e = Config::load(&flags(&[(name, value)]), |_| None).unwrap_err();

@@ -5,11 +5,20 @@
 //!
 //! Its single timer drives the heartbeat and the liveness sweep (heartbeat
 //! timeouts, token expiry, idempotency keys).
+//!
+//! Nothing a peer sends grows the hub without a bound: a connection's rooms
+//! are capped by `max_rooms_per_connection`, all history together by
+//! `max_history_bytes`, idempotency keys by their window and a count; the
+//! per-user and per-IP tables hold only open connections, and `presence`
+//! is computed from a room's members when asked, not stored.
 
 mod admin;
 mod command;
 mod conn;
 mod health;
+mod history;
+mod idempotency;
+mod membership;
 mod publish;
 mod room;
 mod session;
@@ -21,7 +30,7 @@ pub use health::{Component, HealthReport, Status};
 
 pub(crate) use command::{Command, HubClient, Joined};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -35,15 +44,12 @@ use crate::config::Config;
 use crate::log::Logger;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
-    timestamp_now,
+    CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Timestamp, encode, timestamp_now,
 };
 use conn::{Conn, RoomSet};
 use health::Health;
-use room::Room;
-
-/// How long an idempotency key is remembered.
-const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+use history::{HistoryLedger, Rooms};
+use idempotency::IdempotencyKeys;
 /// The liveness sweep runs at least this often (token expiry is due within 1 s).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// ...and at most this often, however short the heartbeat timeout.
@@ -57,11 +63,13 @@ pub(crate) struct Hub {
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
-    rooms: HashMap<String, Room>,
+    rooms: Rooms,
+    /// Every event the rooms hold, oldest first, under `max_history_bytes`.
+    history: HistoryLedger,
     users: HashMap<String, BTreeSet<ConnId>>,
     per_ip: HashMap<IpAddr, usize>,
     health: Health,
-    idempotency: HashMap<String, (Instant, Published)>,
+    idempotency: IdempotencyKeys,
     metrics: Metrics,
     schemas: Option<crate::schema::Schemas>,
     draining: bool,
@@ -87,16 +95,17 @@ impl Hub {
         live: async_channel::Sender<()>,
     ) -> Self {
         Self {
+            history: HistoryLedger::new(config.max_history_bytes),
             config,
             epoch,
             log,
             started: Instant::now(),
             conns: HashMap::new(),
-            rooms: HashMap::new(),
+            rooms: Rooms::new(),
             users: HashMap::new(),
             per_ip: HashMap::new(),
             health: Health::default(),
-            idempotency: HashMap::new(),
+            idempotency: IdempotencyKeys::default(),
             metrics: Metrics::default(),
             schemas,
             draining: false,
@@ -276,11 +285,7 @@ impl Hub {
         let welcome = encode(&env, conn.encoding);
         conn.outlet.count_sent(welcome.len());
         for room in &request.rooms {
-            conn.rooms.insert(room);
-            self.rooms
-                .entry(room.clone())
-                .or_default()
-                .join(conn.member());
+            membership::enter(&mut self.rooms, &mut conn, room);
         }
         *self.per_ip.entry(ip).or_default() += 1;
         if let Some(user) = &user {
@@ -316,6 +321,12 @@ impl Hub {
                 ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
             });
         }
+        let limit = self.config.max_rooms_per_connection;
+        let asked: HashSet<&str> = request.rooms.iter().map(String::as_str).collect();
+        if asked.len() > limit {
+            let error = membership::too_many_rooms(limit, 0, asked.len());
+            return Err(Refusal::new(400, error.code, error.message));
+        }
         if self.conns.len() >= self.config.max_connections {
             return Err(busy(503, "the hub is at max_connections"));
         }
@@ -341,13 +352,8 @@ impl Hub {
         close_code: Option<u16>,
     ) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&id)?;
-        for name in &conn.rooms {
-            if let Some(room) = self.rooms.get_mut(name) {
-                room.leave(id);
-                if room.is_idle() {
-                    self.rooms.remove(name);
-                }
-            }
+        for name in conn.rooms.iter() {
+            membership::exit(&mut self.rooms, id, name);
         }
         let ip = conn.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -479,8 +485,7 @@ impl Hub {
         for (id, code) in due {
             self.close(id, code);
         }
-        self.idempotency
-            .retain(|_, (at, _)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
+        self.idempotency.prune(now);
     }
 
     /// Refuses new connections and closes every open one with 1001.

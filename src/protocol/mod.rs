@@ -85,6 +85,7 @@ pub enum ErrorCode {
     SchemaViolation,
     HistoryUnavailable,
     RateLimited,
+    TooManyRooms,
     // HTTP and handshake errors (sections 1 and 2).
     BadRequest,
     Unauthenticated,
@@ -115,6 +116,7 @@ impl ErrorCode {
             Self::SchemaViolation => "schema_violation",
             Self::HistoryUnavailable => "history_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::TooManyRooms => "too_many_rooms",
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",

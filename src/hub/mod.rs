@@ -13,8 +13,10 @@
 //! is computed from a room's members when asked, not stored.
 
 mod admin;
+mod admission;
 mod command;
 mod conn;
+mod event;
 mod health;
 mod history;
 mod idempotency;
@@ -30,7 +32,7 @@ pub use health::{Component, HealthReport, Status};
 
 pub(crate) use command::{Command, HubClient, Joined};
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -44,7 +46,7 @@ use crate::config::Config;
 use crate::log::Logger;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Timestamp, encode, timestamp_now,
+    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, timestamp_now,
 };
 use conn::{Conn, RoomSet};
 use health::Health;
@@ -308,40 +310,6 @@ impl Hub {
             live: self.live.clone(),
             welcome,
         })
-    }
-
-    fn admit(&self, request: &JoinRequest) -> Result<(), Refusal> {
-        let busy = |status, message: &str| Refusal {
-            retry_after: Some(1),
-            ..Refusal::new(status, ErrorCode::TooManyConnections, message)
-        };
-        if self.draining {
-            return Err(Refusal {
-                retry_after: Some(self.config.shutdown_grace.as_secs().max(1) as u32),
-                ..Refusal::new(503, ErrorCode::ShuttingDown, "the hub is shutting down")
-            });
-        }
-        let limit = self.config.max_rooms_per_connection;
-        let asked: HashSet<&str> = request.rooms.iter().map(String::as_str).collect();
-        if asked.len() > limit {
-            let error = membership::too_many_rooms(limit, 0, asked.len());
-            return Err(Refusal::new(400, error.code, error.message));
-        }
-        if self.conns.len() >= self.config.max_connections {
-            return Err(busy(503, "the hub is at max_connections"));
-        }
-        let per_ip = self.config.max_connections_per_ip;
-        if per_ip > 0 && self.per_ip.get(&request.peer.ip()).copied().unwrap_or(0) >= per_ip {
-            return Err(busy(429, "too many connections from this address"));
-        }
-        let per_user = self.config.max_connections_per_user;
-        if let Some(claims) = &request.claims {
-            let open = self.users.get(&claims.sub).map_or(0, BTreeSet::len);
-            if per_user > 0 && open >= per_user {
-                return Err(busy(429, "too many connections for this user"));
-            }
-        }
-        Ok(())
     }
 
     /// Forgets a connection (once; later calls do nothing) and counts why it ended.

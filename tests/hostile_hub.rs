@@ -470,3 +470,37 @@ fn unsubscribe_and_disconnect_remove_every_membership() {
         .expect("kept with no subscriber and last_seq 1");
     });
 }
+
+#[test]
+fn bad_room_and_history_limits_stop_the_binary_with_exit_2() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"));
+        // Each case fails before binding, so no address is taken.
+        cmd.args(args).env_remove("WSHUB_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run wshub");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (&["--max-history-bytes", "64MB"], &[], "max_history_bytes"),
+        (&["--max-history-bytes", "0"], &[], "max_history_bytes"),
+        (
+            &["--max-rooms-per-connection", "lots"],
+            &[],
+            "max_rooms_per_connection",
+        ),
+        (
+            &[],
+            &[("WSHUB_MAX_ROOMS_PER_CONNECTION", "0")],
+            "max_rooms_per_connection",
+        ),
+    ];
+    for (args, env, setting) in cases {
+        let (code, stderr) = run(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(setting), "{args:?} {env:?}: {stderr}");
+    }
+}

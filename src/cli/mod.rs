@@ -104,6 +104,12 @@ struct ServeArgs {
     /// JSON file mapping event types to JSON Schemas [default: none]
     #[arg(long, value_name = "PATH")]
     schemas: Option<String>,
+    /// Rooms one connection may hold, at least 1 [default: 1000]
+    #[arg(long, value_name = "N")]
+    max_rooms_per_connection: Option<String>,
+    /// All rooms' history together: 64MiB, 512KiB or bytes; oldest events leave first [default: 64MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_history_bytes: Option<String>,
     /// Publish each stdin line (a JSON event); stop when stdin closes
     #[arg(long)]
     stdin_events: bool,
@@ -131,6 +137,8 @@ impl ServeArgs {
             ("history_size", &self.history_size),
             ("shutdown_grace", &self.shutdown_grace),
             ("schemas", &self.schemas),
+            ("max_rooms_per_connection", &self.max_rooms_per_connection),
+            ("max_history_bytes", &self.max_history_bytes),
         ];
         pairs
             .into_iter()

@@ -134,6 +134,10 @@ pub struct Gauges {
     pub connections_active: usize,
     /// Rooms with subscribers or history.
     pub rooms: usize,
+    /// Events held in all rooms' history.
+    pub history_events: usize,
+    /// Bytes of those events' encoded frames (what `max_history_bytes` bounds).
+    pub history_bytes: usize,
     /// Seconds since the hub started.
     pub uptime_s: f64,
 }
@@ -229,6 +233,18 @@ impl Metrics {
             "wshub_rooms",
             "Rooms with subscribers or history.",
             gauges.rooms as f64,
+        );
+        gauge(
+            &mut out,
+            "wshub_history_events",
+            "Events held in all rooms' history.",
+            gauges.history_events as f64,
+        );
+        gauge(
+            &mut out,
+            "wshub_history_bytes",
+            "Bytes of the encoded frames held in all rooms' history (max_history_bytes).",
+            gauges.history_bytes as f64,
         );
         gauge(
             &mut out,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use value::Raw;
-pub use value::{normalize_origin, parse_duration};
+pub use value::{normalize_origin, parse_duration, parse_size};
 
 /// Default time allowed for a request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +24,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time allowed for closing handshakes at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default number of rooms one connection may hold.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1000;
+/// Default budget of all rooms' history together, in bytes (64 MiB).
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
 
 /// Which `Origin` headers may open a WebSocket or get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -208,6 +212,10 @@ settings! {
     rate_limit_burst: u32 = 200, "200", "N", value::count;
     /// Events kept per room for resume.
     history_size: usize = 100, "100", "N", value::count;
+    /// All rooms' history together, as encoded frames; past it the oldest events of the whole hub leave first.
+    max_history_bytes: usize = 64 << 20, "64MiB", "SIZE", value::size;
+    /// Rooms one connection may hold; past it a `subscribe` is refused whole with `too_many_rooms`.
+    max_rooms_per_connection: usize = 1000, "1000", "N", value::count;
     /// Time allowed for closing handshakes at shutdown.
     shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE, "5s", "DURATION", value::duration;
     /// JSON file mapping event types to JSON Schemas (draft 2020-12).
@@ -308,6 +316,8 @@ impl Config {
         let at_least_one = [
             ("max_connections", self.max_connections),
             ("send_queue", self.send_queue),
+            ("max_rooms_per_connection", self.max_rooms_per_connection),
+            ("max_history_bytes", self.max_history_bytes),
         ];
         for (name, n) in at_least_one {
             if n == 0 {
@@ -416,6 +426,48 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.allowed_origins, AllowedOrigins::Loopback);
         assert_eq!(c.allowed_hosts, AllowedHosts::Local);
+        assert_eq!(c.max_rooms_per_connection, 1000);
+        assert_eq!(c.max_history_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn sizes_take_every_documented_form() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size(" 2 mib "), Ok(2 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "64MB",
+            "64M",
+            "1e6",
+            "1 2",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size(&format!("{}GiB", usize::MAX >> 20)).is_err());
+    }
+
+    #[test]
+    fn room_and_history_limits_load_from_every_source() {
+        let c = Config::load(&flags(&[("max_history_bytes", "512KiB")]), |n| {
+            (n == "WSHUB_MAX_ROOMS_PER_CONNECTION").then(|| "5".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.max_history_bytes, 512 * 1024);
+        assert_eq!(c.max_rooms_per_connection, 5);
+        let c = Config::load(&BTreeMap::new(), |n| {
+            (n == "WSHUB_MAX_HISTORY_BYTES").then(|| "1000".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.max_history_bytes, 1000);
     }
 
     #[test]
@@ -488,6 +540,11 @@ mod tests {
             ("allowed_hosts", ","),
             ("jwt_secret", ""),
             ("max_connections", "0"),
+            ("max_history_bytes", "lots"),
+            ("max_history_bytes", "64MB"),
+            ("max_history_bytes", "0"),
+            ("max_rooms_per_connection", "0"),
+            ("max_rooms_per_connection", "many"),
         ];
         for (name, value) in cases {
             let e = Config::load(&flags(&[(name, value)]), |_| None).unwrap_err();

@@ -71,6 +71,11 @@ pub(crate) fn bind_name(raw: &Raw) -> Option<String> {
     hosts::bind_name(raw.text().ok()?)
 }
 
+/// A size in bytes.
+pub(crate) fn size(raw: &Raw) -> Result<usize, String> {
+    parse_size(raw.text()?)
+}
+
 /// An origin allowlist.
 pub(crate) fn origins(raw: &Raw) -> Result<AllowedOrigins, String> {
     parse_origins(&raw.items())
@@ -97,6 +102,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let value: f64 = number.parse().map_err(|_| bad())?;
     Duration::try_from_secs_f64(value * unit_secs).map_err(|_| bad())
+}
+
+/// Parses `64MiB`, `512KiB`, `1GiB`, `100B` or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("`{text}` is not a size (use 64MiB, 512KiB or a number of bytes)");
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kib" => 10,
+        "mib" => 20,
+        "gib" => 30,
+        _ => return Err(bad()),
+    };
+    let number: usize = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {

@@ -28,7 +28,7 @@ impl Hub {
             .rooms
             .iter()
             .map(|(name, room)| RoomInfo {
-                room: name.clone(),
+                room: name.to_string(),
                 subscribers: room.len(),
                 last_seq: room.last_seq(),
                 members: None,
@@ -69,6 +69,8 @@ impl Hub {
         metrics.render(Gauges {
             connections_active: self.conns.len(),
             rooms: self.rooms.len(),
+            history_events: self.history.len(),
+            history_bytes: self.history.bytes(),
             uptime_s: self.started.elapsed().as_secs_f64(),
         })
     }

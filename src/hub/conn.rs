@@ -1,8 +1,10 @@
 //! What the hub keeps per connection: its queues, identity, rooms and
 //! counters, and the registry view of it (PROTOCOL.md section 7).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -86,7 +88,7 @@ impl Conn {
             protocol: self.encoding.protocol(),
             origin: self.origin.clone(),
             user_agent: self.user_agent.clone(),
-            rooms: self.rooms.iter().cloned().collect(),
+            rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
             messages_in: self.messages_in,
             messages_out,
             bytes_in: self.bytes_in,
@@ -96,46 +98,85 @@ impl Conn {
     }
 }
 
-/// A connection's rooms: a sorted list, far smaller than a tree for the one
-/// or few rooms a connection usually has.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct RoomSet(Vec<String>);
+/// Up to this many rooms a connection keeps them in a sorted list.
+const SMALL_ROOM_SET: usize = 16;
+
+/// A connection's rooms, sorted, sharing their names with the hub's room
+/// table. A short sorted list for the one or few rooms a connection usually
+/// has (far smaller than a tree), a B-tree past [`SMALL_ROOM_SET`]: adding
+/// or removing a room costs O(log n) whatever the order of the names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RoomSet {
+    /// At most [`SMALL_ROOM_SET`] rooms, sorted.
+    Small(Vec<Arc<str>>),
+    /// More; it stays a tree once it has been one.
+    Large(BTreeSet<Arc<str>>),
+}
+
+impl Default for RoomSet {
+    fn default() -> Self {
+        Self::Small(Vec::new())
+    }
+}
 
 impl RoomSet {
     /// Adds `room`; `false` if it was there already.
-    pub fn insert(&mut self, room: &str) -> bool {
-        match self.0.binary_search_by(|r| r.as_str().cmp(room)) {
-            Ok(_) => false,
-            Err(at) => {
-                self.0.insert(at, room.to_string());
-                true
-            }
+    pub fn insert(&mut self, room: &Arc<str>) -> bool {
+        match self {
+            Self::Small(list) => match list.binary_search_by(|r| (**r).cmp(room)) {
+                Ok(_) => false,
+                Err(at) if list.len() < SMALL_ROOM_SET => {
+                    list.insert(at, room.clone());
+                    true
+                }
+                Err(_) => {
+                    let mut tree: BTreeSet<Arc<str>> = list.drain(..).collect();
+                    tree.insert(room.clone());
+                    *self = Self::Large(tree);
+                    true
+                }
+            },
+            Self::Large(tree) => tree.insert(room.clone()),
         }
     }
 
     /// Removes `room`; `false` if it was not there.
     pub fn remove(&mut self, room: &str) -> bool {
-        match self.0.binary_search_by(|r| r.as_str().cmp(room)) {
-            Ok(at) => {
-                self.0.remove(at);
-                true
-            }
-            Err(_) => false,
+        match self {
+            Self::Small(list) => match list.binary_search_by(|r| (**r).cmp(room)) {
+                Ok(at) => {
+                    list.remove(at);
+                    true
+                }
+                Err(_) => false,
+            },
+            Self::Large(tree) => tree.remove(room),
+        }
+    }
+
+    /// Whether `room` is in the set.
+    pub fn contains(&self, room: &str) -> bool {
+        match self {
+            Self::Small(list) => list.binary_search_by(|r| (**r).cmp(room)).is_ok(),
+            Self::Large(tree) => tree.contains(room),
+        }
+    }
+
+    /// How many rooms.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Small(list) => list.len(),
+            Self::Large(tree) => tree.len(),
         }
     }
 
     /// The rooms, sorted.
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
-        self.0.iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a RoomSet {
-    type Item = &'a String;
-    type IntoIter = std::slice::Iter<'a, String>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (list, tree) = match self {
+            Self::Small(list) => (Some(list.iter()), None),
+            Self::Large(tree) => (None, Some(tree.iter())),
+        };
+        list.into_iter().flatten().chain(tree.into_iter().flatten())
     }
 }
 
@@ -176,16 +217,72 @@ pub struct ConnectionInfo {
 mod tests {
     use super::*;
 
+    fn names(rooms: &RoomSet) -> Vec<&str> {
+        rooms.iter().map(|r| &**r).collect()
+    }
+
     #[test]
     fn room_sets_stay_sorted_without_duplicates() {
         let mut rooms = RoomSet::default();
-        assert!(rooms.insert("b"));
-        assert!(rooms.insert("a"));
-        assert!(!rooms.insert("b"));
-        assert_eq!(rooms.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(rooms.insert(&"b".into()));
+        assert!(rooms.insert(&"a".into()));
+        assert!(!rooms.insert(&"b".into()));
+        assert_eq!(names(&rooms), ["a", "b"]);
         assert!(rooms.remove("a"));
         assert!(!rooms.remove("a"));
-        assert_eq!(rooms.iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(names(&rooms), ["b"]);
+        assert!(rooms.contains("b") && !rooms.contains("a"));
+    }
+
+    #[test]
+    fn a_room_set_becomes_a_tree_past_the_small_size() {
+        let mut rooms = RoomSet::default();
+        for i in (0..=SMALL_ROOM_SET).rev() {
+            assert!(rooms.insert(&format!("r{i:03}").into()));
+        }
+        assert!(matches!(rooms, RoomSet::Large(_)));
+        assert_eq!(rooms.len(), SMALL_ROOM_SET + 1);
+        assert_eq!(names(&rooms)[0], "r000");
+        assert!(!rooms.insert(&"r005".into()));
+        assert!(rooms.remove("r005") && !rooms.contains("r005"));
+    }
+
+    #[test]
+    fn a_large_room_set_fills_in_descending_order() {
+        // 100,000 names, each sorting before every other: a sorted vector
+        // moved the whole list for each.
+        let mut rooms = RoomSet::default();
+        for i in (0..100_000).rev() {
+            assert!(rooms.insert(&format!("room-{i:06}").into()));
+        }
+        assert_eq!(rooms.len(), 100_000);
+        assert_eq!(names(&rooms)[..2], ["room-000000", "room-000001"]);
+        for i in 0..100_000 {
+            assert!(rooms.remove(&format!("room-{i:06}")));
+        }
+        assert_eq!(rooms.len(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn room_sets_match_a_btreeset_model(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u8..48), 0..300)
+        ) {
+            let mut rooms = RoomSet::default();
+            let mut model = BTreeSet::new();
+            for (add, n) in ops {
+                let name = format!("room{n}");
+                if add {
+                    proptest::prop_assert_eq!(rooms.insert(&name.as_str().into()), model.insert(name));
+                } else {
+                    proptest::prop_assert_eq!(rooms.remove(&name), model.remove(&name));
+                }
+                proptest::prop_assert_eq!(rooms.len(), model.len());
+                let listed: Vec<&str> = names(&rooms);
+                let expected: Vec<&str> = model.iter().map(String::as_str).collect();
+                proptest::prop_assert_eq!(listed, expected);
+            }
+        }
     }
 
     #[test]

@@ -5,11 +5,22 @@
 //!
 //! Its single timer drives the heartbeat and the liveness sweep (heartbeat
 //! timeouts, token expiry, idempotency keys).
+//!
+//! Nothing a peer sends grows the hub without a bound: a connection's rooms
+//! are capped by `max_rooms_per_connection`, all history together by
+//! `max_history_bytes`, idempotency keys by their window and a count; the
+//! per-user and per-IP tables hold only open connections, and `presence`
+//! is computed from a room's members when asked, not stored.
 
 mod admin;
+mod admission;
 mod command;
 mod conn;
+mod event;
 mod health;
+mod history;
+mod idempotency;
+mod membership;
 mod publish;
 mod room;
 mod session;
@@ -35,16 +46,13 @@ use crate::config::Config;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CloseCode, Encoding, Envelope, ErrorCode, ProtocolError, Published, Timestamp, encode,
-    timestamp_now,
+    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, timestamp_now,
 };
 use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
 use health::Health;
-use room::Room;
-
-/// How long an idempotency key is remembered.
-const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+use history::{HistoryLedger, Rooms};
+use idempotency::IdempotencyKeys;
 /// The liveness sweep runs at least this often (token expiry is due within 1 s).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// ...and at most this often, however short the heartbeat timeout.
@@ -57,11 +65,13 @@ pub(crate) struct Hub {
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
-    rooms: HashMap<String, Room>,
+    rooms: Rooms,
+    /// Every event the rooms hold, oldest first, under `max_history_bytes`.
+    history: HistoryLedger,
     users: HashMap<String, BTreeSet<ConnId>>,
     per_ip: HashMap<IpAddr, usize>,
     health: Health,
-    idempotency: HashMap<String, (Instant, Published)>,
+    idempotency: IdempotencyKeys,
     metrics: Metrics,
     schemas: Option<crate::schema::Schemas>,
     /// Given to every connection's writer: the drain waits for them all.
@@ -86,15 +96,16 @@ impl Hub {
         tasks: TaskGuard,
     ) -> Self {
         Self {
+            history: HistoryLedger::new(config.max_history_bytes),
             config,
             epoch,
             started: Instant::now(),
             conns: HashMap::new(),
-            rooms: HashMap::new(),
+            rooms: Rooms::new(),
             users: HashMap::new(),
             per_ip: HashMap::new(),
             health: Health::default(),
-            idempotency: HashMap::new(),
+            idempotency: IdempotencyKeys::default(),
             metrics: Metrics::default(),
             schemas,
             tasks,
@@ -273,11 +284,7 @@ impl Hub {
         let welcome = encode(&env, conn.encoding);
         conn.outlet.count_sent(welcome.len());
         for room in &request.rooms {
-            conn.rooms.insert(room);
-            self.rooms
-                .entry(room.clone())
-                .or_default()
-                .join(conn.member());
+            membership::enter(&mut self.rooms, &mut conn, room);
         }
         *self.per_ip.entry(ip).or_default() += 1;
         if let Some(user) = &user {
@@ -302,28 +309,6 @@ impl Hub {
         })
     }
 
-    fn admit(&self, request: &JoinRequest) -> Result<(), Refusal> {
-        let busy = |status, message: &str| Refusal {
-            retry_after: Some(1),
-            ..Refusal::new(status, ErrorCode::TooManyConnections, message)
-        };
-        if self.conns.len() >= self.config.max_connections {
-            return Err(busy(503, "the hub is at max_connections"));
-        }
-        let per_ip = self.config.max_connections_per_ip;
-        if per_ip > 0 && self.per_ip.get(&request.peer.ip()).copied().unwrap_or(0) >= per_ip {
-            return Err(busy(429, "too many connections from this address"));
-        }
-        let per_user = self.config.max_connections_per_user;
-        if let Some(claims) = &request.claims {
-            let open = self.users.get(&claims.sub).map_or(0, BTreeSet::len);
-            if per_user > 0 && open >= per_user {
-                return Err(busy(429, "too many connections for this user"));
-            }
-        }
-        Ok(())
-    }
-
     /// Forgets a connection (once; later calls do nothing) and counts why it ended.
     fn remove(
         &mut self,
@@ -332,13 +317,8 @@ impl Hub {
         close_code: Option<u16>,
     ) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&id)?;
-        for name in &conn.rooms {
-            if let Some(room) = self.rooms.get_mut(name) {
-                room.leave(id);
-                if room.is_idle() {
-                    self.rooms.remove(name);
-                }
-            }
+        for name in conn.rooms.iter() {
+            membership::exit(&mut self.rooms, id, name);
         }
         let ip = conn.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -470,8 +450,7 @@ impl Hub {
         for (id, code) in due {
             self.close(id, code);
         }
-        self.idempotency
-            .retain(|_, (at, _)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
+        self.idempotency.prune(now);
     }
 
     /// Refuses new connections and closes every open one with 1001.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
+use super::history::open_room;
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, Member, Status};
 use crate::log::{as_json, opt_json};
@@ -30,13 +31,13 @@ impl Hub {
             schemas.check(&publish.kind, &publish.payload)?;
         }
         if let Some(key) = &publish.idempotency_key
-            && let Some((_, first)) = self.idempotency.get(key)
+            && let Some(first) = self.idempotency.get(key, Instant::now())
         {
             return Ok(first.clone());
         }
         let id = new_uuid();
         let seq = match &publish.target {
-            Target::Room(name) => Some(self.rooms.entry(name.clone()).or_default().next_seq()),
+            Target::Room(name) => Some(open_room(&mut self.rooms, name).1.next_seq()),
             _ => None,
         };
         let json = event_json(
@@ -50,7 +51,7 @@ impl Hub {
         let mut fanout = self.fanout(EventRecord::new(seq, json), &correlation_id, &id);
         match &publish.target {
             Target::Room(name) => {
-                let room = self.rooms.get_mut(name).expect("created above");
+                let room = self.rooms.get_mut(name.as_str()).expect("created above");
                 // Read every member's state first: the cache misses then
                 // overlap instead of stalling one send each.
                 for member in room.members() {
@@ -75,10 +76,10 @@ impl Hub {
         }
         let recipients = self.finish(fanout.done(), publish.room());
         if let Target::Room(name) = &publish.target
-            && let Some(room) = self.rooms.get_mut(name)
+            && let Some(room) = self.rooms.get_mut(name.as_str())
             && room.is_idle()
         {
-            self.rooms.remove(name);
+            self.rooms.remove(name.as_str());
         }
         self.metrics
             .broadcast
@@ -102,7 +103,7 @@ impl Hub {
         };
         if let Some(key) = publish.idempotency_key {
             self.idempotency
-                .insert(key, (Instant::now(), published.clone()));
+                .insert(key, published.clone(), Instant::now());
         }
         Ok(published)
     }
@@ -133,8 +134,10 @@ impl Hub {
         self.metrics.encoded(true, done.record.has_msgpack());
         // History first: closing the last member must not drop the room
         // before its newest event is kept.
-        if let Some(room) = room.and_then(|name| self.rooms.get_mut(name)) {
-            room.remember(done.record, self.config.history_size);
+        if let Some(name) = room {
+            let capacity = self.config.history_size;
+            self.history
+                .keep(&mut self.rooms, name, done.record, capacity);
         }
         for conn in done.slow {
             self.close(conn, CloseCode::SlowConsumer);

@@ -1,57 +1,16 @@
 //! A room: its members, its seq counter, its ring of recent events, and the
-//! resume rule of PROTOCOL.md section 4. Also the encoded event itself.
+//! resume rule of PROTOCOL.md section 4.
+//!
+//! Joining and leaving are O(1) whatever the order: the members are one
+//! array (a fan-out walks it in order) with an index from connection to
+//! position, and a leave swaps the last member into the gap.
 
 use std::collections::{HashMap, VecDeque};
 
-use serde_json::Value;
-
 use super::ConnId;
+pub(crate) use super::event::EventRecord;
 use crate::outlet::Outlet;
 use crate::protocol::{Encoded, Encoding};
-
-/// One published event, encoded once per encoding that asked for it.
-#[derive(Debug, Clone)]
-pub(crate) struct EventRecord {
-    /// The room's seq, if it went to a room.
-    pub seq: Option<u64>,
-    json: Encoded,
-    msgpack: Option<Encoded>,
-}
-
-impl EventRecord {
-    /// A record around an event already encoded as JSON.
-    pub fn new(seq: Option<u64>, json: Encoded) -> Self {
-        Self {
-            seq,
-            json,
-            msgpack: None,
-        }
-    }
-
-    /// Whether the MessagePack form has been made.
-    pub fn has_msgpack(&self) -> bool {
-        self.msgpack.is_some()
-    }
-
-    /// The event in `encoding`; MessagePack is transcoded from the JSON the
-    /// first time a MessagePack member needs it, then shared.
-    pub fn encoded(&mut self, encoding: Encoding) -> &Encoded {
-        match encoding {
-            Encoding::Json => &self.json,
-            Encoding::MsgPack => {
-                let json = &self.json;
-                self.msgpack.get_or_insert_with(|| {
-                    // The hub's own JSON, no deeper than the input it was
-                    // made from (both parsers stop at depth 128), so it
-                    // parses; a null stands in rather than a panic.
-                    let value: Value =
-                        serde_json::from_slice(json.payload()).unwrap_or(Value::Null);
-                    crate::protocol::encode(&value, Encoding::MsgPack)
-                })
-            }
-        }
-    }
-}
 
 /// Why a room could not be resumed from a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +28,35 @@ pub(crate) struct Member {
     pub outlet: Outlet,
 }
 
+/// An event in a room's history, with its number in the hub-wide ledger
+/// (`super::history`), which says which event of the hub is oldest.
+#[derive(Debug)]
+struct Kept {
+    serial: u64,
+    record: EventRecord,
+}
+
+/// What a [`Room::replay`] did besides handing out events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Replay {
+    /// Events transcoded to MessagePack (and kept so) on the way.
+    pub transcoded: usize,
+    /// Bytes the history grew by keeping those transcodings.
+    pub grew: usize,
+    /// Whether every event was taken (`false`: the push refused one).
+    pub complete: bool,
+}
+
 /// A room's members and history.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     members: Vec<Member>,
     /// Where each member sits in `members`.
     index: HashMap<ConnId, usize>,
-    history: VecDeque<EventRecord>,
+    /// Consecutive seqs, oldest first.
+    history: VecDeque<Kept>,
+    /// The [`EventRecord::size`] of everything in `history`.
+    history_bytes: usize,
     last_seq: u64,
 }
 
@@ -123,22 +104,57 @@ impl Room {
         self.last_seq
     }
 
-    /// Keeps `event` as the newest, dropping the oldest beyond `capacity`.
-    pub fn remember(&mut self, event: EventRecord, capacity: usize) {
+    /// Keeps `event`, ledger number `serial`, as the newest. Each event it
+    /// pushes out of the ring's `capacity` goes to `left` with its serial
+    /// and size. With `capacity` 0 nothing is kept.
+    pub fn remember(
+        &mut self,
+        serial: u64,
+        event: EventRecord,
+        capacity: usize,
+        mut left: impl FnMut(u64, usize),
+    ) {
         if capacity == 0 {
             return;
         }
         while self.history.len() >= capacity {
-            self.history.pop_front();
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            let size = old.record.size();
+            self.history_bytes -= size;
+            left(old.serial, size);
         }
-        self.history.push_back(event);
+        self.history_bytes += event.size();
+        self.history.push_back(Kept {
+            serial,
+            record: event,
+        });
+    }
+
+    /// Drops the oldest event if it is ledger number `serial`, and returns
+    /// its size; `None` (and nothing dropped) otherwise.
+    pub fn drop_oldest(&mut self, serial: u64) -> Option<usize> {
+        if self.history.front()?.serial != serial {
+            return None;
+        }
+        let old = self.history.pop_front()?;
+        let size = old.record.size();
+        self.history_bytes -= size;
+        Some(size)
+    }
+
+    /// The bytes its history holds, as [`EventRecord::size`] counts them.
+    #[cfg(test)]
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     /// The oldest seq held, or `last + 1` when nothing is held.
     pub fn oldest_seq(&self) -> u64 {
         self.history
             .front()
-            .and_then(|e| e.seq)
+            .and_then(|e| e.record.seq)
             .unwrap_or(self.last_seq + 1)
     }
 
@@ -153,16 +169,38 @@ impl Room {
         }
     }
 
-    /// The events after `since`, oldest first, if [`Room::can_resume`].
-    pub fn events_after(
+    /// Hands the events after `since`, oldest first and in `encoding`, to
+    /// `push` until it refuses one, if [`Room::can_resume`]. A MessagePack
+    /// form made on the way is kept, and counted in the history's bytes.
+    pub fn replay(
         &mut self,
         since: u64,
-    ) -> Result<impl Iterator<Item = &mut EventRecord>, Unavailable> {
+        encoding: Encoding,
+        mut push: impl FnMut(&Encoded) -> bool,
+    ) -> Result<Replay, Unavailable> {
         self.can_resume(since)?;
-        Ok(self
+        let start = self
             .history
-            .iter_mut()
-            .filter(move |e| e.seq.is_some_and(|s| s > since)))
+            .partition_point(|k| k.record.seq.is_some_and(|s| s <= since));
+        let mut replay = Replay {
+            complete: true,
+            ..Replay::default()
+        };
+        for kept in self.history.range_mut(start..) {
+            let before = kept.record.size();
+            let fresh = encoding == Encoding::MsgPack && !kept.record.has_msgpack();
+            let taken = push(kept.record.encoded(encoding));
+            if fresh {
+                replay.transcoded += 1;
+                replay.grew += kept.record.size() - before;
+            }
+            if !taken {
+                replay.complete = false;
+                break;
+            }
+        }
+        self.history_bytes += replay.grew;
+        Ok(replay)
     }
 
     /// Whether the room has neither members nor history, and can be dropped.
@@ -174,25 +212,35 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
+    fn event(seq: u64) -> EventRecord {
+        let json = crate::protocol::encode(&serde_json::json!({"seq": seq}), Encoding::Json);
+        EventRecord::new(Some(seq), json)
+    }
+
+    /// A room that was given `n` events, serials 1..=n, in a ring of `capacity`.
     fn room_with(n: u64, capacity: usize) -> Room {
         let mut room = Room::default();
-        for _ in 0..n {
+        for serial in 1..=n {
             let seq = room.next_seq();
-            room.remember(
-                EventRecord::new(
-                    Some(seq),
-                    crate::protocol::encode(&serde_json::json!({"seq": seq}), Encoding::Json),
-                ),
-                capacity,
-            );
+            room.remember(serial, event(seq), capacity, |_, _| {});
         }
         room
     }
 
     fn seqs(room: &mut Room, since: u64) -> Result<Vec<u64>, Unavailable> {
-        room.events_after(since)
-            .map(|it| it.map(|e| e.seq.unwrap()).collect())
+        let mut seen = Vec::new();
+        room.replay(since, Encoding::Json, |e| {
+            let v: Value = serde_json::from_slice(e.payload()).unwrap();
+            seen.push(v["seq"].as_u64().unwrap());
+            true
+        })?;
+        Ok(seen)
+    }
+
+    fn sum_of_sizes(room: &Room) -> usize {
+        room.history.iter().map(|k| k.record.size()).sum()
     }
 
     #[test]
@@ -217,42 +265,157 @@ mod tests {
     }
 
     #[test]
-    fn the_deepest_accepted_payload_transcodes() {
-        // The deepest client message the JSON decoder accepts...
-        let body = |depth: usize| {
-            format!(
-                "{{\"type\":\"publish\",\"room\":\"r\",\"event\":\"t\",\"payload\":{{\"a\":{}{}}}}}",
-                "[".repeat(depth),
-                "]".repeat(depth)
-            )
-        };
-        let message = (100..200)
-            .rev()
-            .find_map(|depth| crate::protocol::decode(body(depth).as_bytes(), Encoding::Json).ok())
-            .unwrap();
-        let crate::protocol::Request::Publish { payload, .. } = message.request else {
-            panic!()
-        };
-        // ...becomes an event whose JSON parses again for MessagePack.
-        let env = crate::protocol::Envelope::message("t", &payload, None, "ts", None);
-        let mut e = EventRecord::new(Some(1), crate::protocol::encode(&env, Encoding::Json));
-        let v: Value = rmp_serde::from_slice(e.encoded(Encoding::MsgPack).payload()).unwrap();
-        assert!(v.is_object(), "transcoded, not the null fallback");
+    fn history_bytes_follow_the_ring() {
+        let mut room = Room::default();
+        let mut left = Vec::new();
+        for serial in 10..20 {
+            let seq = room.next_seq();
+            let mut e = event(seq);
+            let size = e.size();
+            let json = e.encoded(Encoding::Json).wire().len();
+            assert_eq!(size, json, "JSON only until transcoded");
+            room.remember(serial, e, 4, |s, b| left.push((s, b)));
+            assert_eq!(room.history_bytes(), sum_of_sizes(&room));
+            assert!(size > 0);
+        }
+        assert_eq!(
+            left.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [10, 11, 12, 13, 14, 15],
+            "pushed out oldest first, with their serials"
+        );
+        assert_eq!(room.oldest_seq(), 7);
+        let mut none = Room::default();
+        none.remember(1, event(1), 0, |_, _| panic!("nothing kept, nothing left"));
+        assert_eq!((none.history_bytes(), none.oldest_seq()), (0, 1));
     }
 
     #[test]
-    fn msgpack_is_transcoded_once_from_json() {
-        let json = crate::protocol::encode(&serde_json::json!({"type":"t","n":1}), Encoding::Json);
-        let mut e = EventRecord::new(Some(1), json);
-        let first = e.encoded(Encoding::MsgPack).clone();
-        let second = e.encoded(Encoding::MsgPack).clone();
-        assert!(first.is_binary());
+    fn only_the_named_oldest_event_is_dropped() {
+        let mut room = room_with(3, 10); // serials 1, 2, 3
+        let before = room.history_bytes();
+        assert_eq!(room.drop_oldest(2), None, "not the oldest");
+        assert_eq!(room.history_bytes(), before);
+        let size = room.drop_oldest(1).unwrap();
+        assert_eq!(room.history_bytes(), before - size);
+        assert_eq!(room.oldest_seq(), 2);
+        assert_eq!(seqs(&mut room, 0), Err(Unavailable { oldest_seq: 2 }));
+        assert_eq!(seqs(&mut room, 1), Ok(vec![2, 3]));
+        room.drop_oldest(2).unwrap();
+        room.drop_oldest(3).unwrap();
+        assert_eq!(room.drop_oldest(4), None);
+        assert_eq!((room.history_bytes(), room.oldest_seq()), (0, 4));
+        assert!(room.is_idle(), "no members and no history");
+        assert_eq!(seqs(&mut room, 3), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_msgpack_replay_counts_what_it_keeps() {
+        let mut room = room_with(5, 10);
+        let json_bytes = room.history_bytes();
+        let mut frames = Vec::new();
+        let replay = room
+            .replay(2, Encoding::MsgPack, |e| {
+                frames.push(e.wire().len());
+                true
+            })
+            .unwrap();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(replay.transcoded, 3);
+        assert_eq!(replay.grew, frames.iter().sum::<usize>());
+        assert!(replay.complete);
+        assert_eq!(room.history_bytes(), json_bytes + replay.grew);
+        assert_eq!(room.history_bytes(), sum_of_sizes(&room));
+        let again = room.replay(0, Encoding::MsgPack, |_| true).unwrap();
         assert_eq!(
-            first.wire().as_ptr(),
-            second.wire().as_ptr(),
-            "shared, not re-encoded"
+            (again.transcoded, again.grew),
+            (2, room.history_bytes() - json_bytes - replay.grew)
         );
-        let v: Value = rmp_serde::from_slice(first.payload()).unwrap();
-        assert_eq!(v, serde_json::json!({"type":"t","n":1}));
+        assert_eq!(room.history_bytes(), sum_of_sizes(&room));
+        // Evicting a transcoded event gives back both its frames.
+        let mut left = 0;
+        let seq = room.next_seq();
+        room.remember(6, event(seq), 5, |_, b| left = b);
+        assert_eq!(room.history_bytes(), sum_of_sizes(&room));
+        assert!(left > 0);
+    }
+
+    #[test]
+    fn a_replay_stops_where_the_queue_refuses() {
+        let mut room = room_with(5, 10);
+        let mut n = 0;
+        let replay = room
+            .replay(0, Encoding::Json, |_| {
+                n += 1;
+                n < 3
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        assert!(!replay.complete);
+        assert_eq!(replay.grew, 0);
+    }
+
+    /// One outlet to stand for every member: the property below is about
+    /// the member array and its index, not delivery.
+    fn outlet() -> Outlet {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let link = std::sync::Arc::new(crate::outlet::Link::new(smol::Async::new(socket).unwrap()));
+        Outlet::new(link, async_channel::unbounded().0)
+    }
+
+    fn assert_consistent(room: &Room, model: &std::collections::BTreeSet<u128>, ids: &[ConnId]) {
+        let members: std::collections::BTreeSet<ConnId> =
+            room.members().iter().map(|m| m.id).collect();
+        let expected: std::collections::BTreeSet<ConnId> =
+            model.iter().map(|&i| ids[i as usize]).collect();
+        assert_eq!(members, expected);
+        assert_eq!(room.len(), model.len(), "no duplicates");
+        assert_eq!(room.index.len(), room.members.len());
+        for (at, m) in room.members.iter().enumerate() {
+            assert_eq!(room.index[&m.id], at, "the index points at each member");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn joins_and_leaves_in_any_order_keep_the_member_set(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u128..40), 0..400)
+        ) {
+            let outlet = outlet();
+            let ids: Vec<ConnId> = (0..40).map(|_| ConnId::random()).collect();
+            let mut room = Room::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (join, i) in ops {
+                let id = ids[i as usize];
+                if join {
+                    let member = Member { id, encoding: Encoding::Json, outlet: outlet.clone() };
+                    proptest::prop_assert_eq!(room.join(member), model.insert(i));
+                } else {
+                    proptest::prop_assert_eq!(room.leave(id), model.remove(&i));
+                }
+                assert_consistent(&room, &model, &ids);
+            }
+            proptest::prop_assert_eq!(room.is_idle(), model.is_empty());
+        }
+    }
+
+    #[test]
+    fn joining_many_in_descending_order_then_leaving_is_linear() {
+        let outlet = outlet();
+        let mut ids: Vec<ConnId> = (0..50_000).map(|_| ConnId::random()).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut room = Room::default();
+        for &id in &ids {
+            assert!(room.join(Member {
+                id,
+                encoding: Encoding::Json,
+                outlet: outlet.clone()
+            }));
+        }
+        assert_eq!(room.len(), ids.len());
+        for &id in ids.iter().rev() {
+            assert!(room.leave(id));
+        }
+        assert!(room.is_idle());
     }
 }

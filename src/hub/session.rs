@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::membership::{self, enter};
 use super::room::Room;
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, Publish, Request,
-    Subscribe, Target, Timestamp, new_uuid,
+    ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish, Request, Subscribe,
+    Target, Timestamp, new_uuid,
 };
 
 impl Hub {
@@ -109,19 +110,25 @@ impl Hub {
         {
             return Err(forbidden(room, "subscribe to"));
         }
+        // Refused whole, before any history_unavailable is sent.
+        let limit = self.config.max_rooms_per_connection;
+        let more = membership::new_rooms(conn, &sub.rooms);
+        if conn.rooms.len() + more > limit {
+            let error = membership::too_many_rooms(limit, conn.rooms.len(), more);
+            return Err((error, json!({"limit": limit})));
+        }
         let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
         let mut recovered = BTreeMap::new();
         if let Some(since) = &sub.since {
             for room in sub.rooms.iter().filter(|r| since.contains_key(*r)) {
                 let pos = since[room];
                 // A room that never had an event resumes from 0 only.
-                let resumable = self
-                    .rooms
-                    .get(room)
-                    .map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
+                let known = self.rooms.get(room.as_str());
+                let resumable =
+                    known.map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
                 let oldest = match resumable {
                     Err(unavailable) => unavailable.oldest_seq,
-                    Ok(()) => self.rooms.get(room).map_or(1, Room::oldest_seq),
+                    Ok(()) => known.map_or(1, Room::oldest_seq),
                 };
                 let ok = epoch_matches && resumable.is_ok();
                 if !ok {
@@ -148,11 +155,7 @@ impl Hub {
         };
         let mut positions = BTreeMap::new();
         for name in &sub.rooms {
-            let room = self.rooms.entry(name.clone()).or_default();
-            if conn.rooms.insert(name) {
-                room.join(conn.member());
-            }
-            positions.insert(name.clone(), room.last_seq());
+            positions.insert(name.clone(), enter(&mut self.rooms, conn, name));
         }
         let mut payload = json!({"rooms": sub.rooms, "epoch": self.epoch, "positions": positions});
         if sub.since.is_some() {
@@ -161,53 +164,43 @@ impl Hub {
         self.send(id, "subscribed", payload, Some(corr), reference);
 
         // The missed events go out now, inside the same command, so nothing
-        // newer can be queued between them and the `subscribed` reply.
+        // newer can be queued between them and the `subscribed` reply. The
+        // budget is enforced after the last room: trimming between rooms
+        // could take events already promised as recovered.
         let limit = self.config.send_queue;
         let since = sub.since.unwrap_or_default();
+        let mut overflow = false;
         for (name, _) in recovered.into_iter().filter(|(_, ok)| *ok) {
-            let (Some(room), Some(conn)) = (self.rooms.get_mut(&name), self.conns.get_mut(&id))
+            let (Some(room), Some(conn)) =
+                (self.rooms.get_mut(name.as_str()), self.conns.get_mut(&id))
             else {
                 continue;
             };
-            let encoding = conn.encoding;
-            let Ok(events) = room.events_after(since[&name]) else {
+            let outlet = &conn.outlet;
+            let Ok(replay) = room.replay(since[&name], conn.encoding, |event| {
+                outlet.push(Outbound::Message(event.clone()), limit, false)
+            }) else {
                 continue;
             };
-            let mut overflow = false;
-            for event in events {
-                if encoding == Encoding::MsgPack && !event.has_msgpack() {
-                    self.metrics.encoded(false, true);
-                }
-                if !conn.outlet.push(
-                    Outbound::Message(event.encoded(encoding).clone()),
-                    limit,
-                    false,
-                ) {
-                    overflow = true;
-                    break;
-                }
+            for _ in 0..replay.transcoded {
+                self.metrics.encoded(false, true);
             }
-            if overflow {
-                self.close(id, CloseCode::SlowConsumer);
-                return Ok(());
+            self.history.grew(replay.grew);
+            if !replay.complete {
+                overflow = true;
+                break;
             }
+        }
+        self.history.trim(&mut self.rooms);
+        if overflow {
+            self.close(id, CloseCode::SlowConsumer);
         }
         Ok(())
     }
 
     pub(super) fn unsubscribe(&mut self, id: ConnId, rooms: &[String]) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        for name in rooms {
-            if conn.rooms.remove(name)
-                && let Some(room) = self.rooms.get_mut(name)
-            {
-                room.leave(id);
-                if room.is_idle() {
-                    self.rooms.remove(name);
-                }
-            }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            membership::leave(&mut self.rooms, conn, rooms);
         }
     }
 

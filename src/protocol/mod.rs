@@ -89,6 +89,7 @@ pub enum ErrorCode {
     SchemaViolation,
     HistoryUnavailable,
     RateLimited,
+    TooManyRooms,
     // HTTP and handshake errors (sections 1 and 2).
     BadRequest,
     Unauthenticated,
@@ -121,6 +122,7 @@ impl ErrorCode {
             Self::SchemaViolation => "schema_violation",
             Self::HistoryUnavailable => "history_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::TooManyRooms => "too_many_rooms",
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",

@@ -200,13 +200,14 @@ pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
         None => Vec::new(),
         Some(list) => {
             let mut rooms: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for room in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                 if !is_valid_room(room) {
                     return Err(bad(&format!(
                         "`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"
                     )));
                 }
-                if !rooms.iter().any(|r| r == room) {
+                if seen.insert(room) {
                     rooms.push(room.to_string());
                 }
             }

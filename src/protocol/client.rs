@@ -289,6 +289,8 @@ fn rooms(obj: &mut Map<String, Value>, field: &str) -> Result<Vec<String>, Proto
         }
     };
     let mut rooms: Vec<String> = Vec::with_capacity(items.len());
+    // Duplicates are dropped in one pass, whatever the list's length.
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
         let Value::String(name) = item else {
             return Err(ProtocolError::invalid_field(
@@ -297,7 +299,7 @@ fn rooms(obj: &mut Map<String, Value>, field: &str) -> Result<Vec<String>, Proto
             ));
         };
         check_room(field, &name)?;
-        if !rooms.contains(&name) {
+        if seen.insert(name.clone()) {
             rooms.push(name);
         }
     }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use wshub::auth::{MAX_NUMERIC_DATE, sign, unix_now, verify};
 use wshub::fuzzing::{Encoding, FrameDecoder, decode, is_valid_room, parse_head};
-use wshub::protocol::{ErrorCode, Request};
+use wshub::protocol::{ClientAction, ErrorCode};
 use wshub::testing::client_frame_masked as client_frame;
 
 const DECODE_CODES: [ErrorCode; 3] = [
@@ -152,11 +152,11 @@ proptest! {
             prop_assert_eq!(decoded.reference.as_deref(), Some(reference.as_str()));
             let kind = msg["type"].as_str().unwrap();
             let matches = match (&decoded.request, kind) {
-                (Request::Ping, "ping") | (Request::Unsubscribe { .. }, "unsubscribe") => true,
-                (Request::Subscribe(s), "subscribe") => s.rooms.len() <= msg["rooms"].as_array().unwrap().len(),
-                (Request::Publish { room, .. }, "publish") => room == msg["room"].as_str().unwrap(),
-                (Request::Presence { room }, "presence") => room == msg["room"].as_str().unwrap(),
-                (Request::Refresh { token }, "refresh") => token == msg["token"].as_str().unwrap(),
+                (ClientAction::Ping, "ping") | (ClientAction::Unsubscribe { .. }, "unsubscribe") => true,
+                (ClientAction::Subscribe(s), "subscribe") => s.rooms.len() <= msg["rooms"].as_array().unwrap().len(),
+                (ClientAction::Publish { room, .. }, "publish") => room == msg["room"].as_str().unwrap(),
+                (ClientAction::Presence { room }, "presence") => room == msg["room"].as_str().unwrap(),
+                (ClientAction::Refresh { token }, "refresh") => token == msg["token"].as_str().unwrap(),
                 _ => false,
             };
             prop_assert!(matches, "{:?} from {}", decoded.request, msg);

@@ -27,13 +27,13 @@ const EXIT_USAGE: u8 = 2;
 #[command(name = "wshub", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<CliCommand>,
     #[command(flatten)]
     serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum CliCommand {
     /// Run the hub (the default).
     Serve(Box<ServeArgs>),
     /// Mint a development JWT signed with the hub's secret.
@@ -132,17 +132,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(*args),
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Listen(args)) => {
+        Some(CliCommand::Serve(args)) => serve(*args),
+        Some(CliCommand::Token(args)) => token(args),
+        Some(CliCommand::Listen(args)) => {
             JsonLines::install(LogLevel::Info);
             client::listen(args)
         }
-        Some(Command::Publish(args)) => {
+        Some(CliCommand::Publish(args)) => {
             JsonLines::install(LogLevel::Info);
             client::publish(args)
         }
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(CliCommand::Bench(args)) => bench::run(args),
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) const MAX_CLIENT_HEADER: usize = 14;
 
 /// A whole message or control frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Incoming {
+pub(crate) enum Inbound {
     /// A text message, valid UTF-8.
     Text(Vec<u8>),
     /// A binary message.
@@ -60,7 +60,7 @@ impl Decoder {
     pub(crate) fn decode(
         &mut self,
         buf: &[u8],
-        out: &mut Vec<Incoming>,
+        out: &mut Vec<Inbound>,
     ) -> Result<usize, Violation> {
         let mut used = 0;
         while let Some((header, header_len)) = self.header(&buf[used..])? {
@@ -80,7 +80,7 @@ impl Decoder {
             unmask(&mut payload, header.mask);
             used = end;
             if let Some(message) = self.frame(header, payload)? {
-                let closing = matches!(message, Incoming::Close(_));
+                let closing = matches!(message, Inbound::Close(_));
                 out.push(message);
                 if closing {
                     // Nothing after a Close counts.
@@ -168,11 +168,11 @@ impl Decoder {
         )))
     }
 
-    fn frame(&mut self, header: Header, payload: Vec<u8>) -> Result<Option<Incoming>, Violation> {
+    fn frame(&mut self, header: Header, payload: Vec<u8>) -> Result<Option<Inbound>, Violation> {
         match header.opcode {
-            PING => Ok(Some(Incoming::Ping(payload))),
-            PONG => Ok(Some(Incoming::Pong)),
-            CLOSE => close(&payload).map(|code| Some(Incoming::Close(code))),
+            PING => Ok(Some(Inbound::Ping(payload))),
+            PONG => Ok(Some(Inbound::Pong)),
+            CLOSE => close(&payload).map(|code| Some(Inbound::Close(code))),
             CONTINUATION => {
                 let Some((_, so_far)) = &mut self.partial else {
                     return Err(Violation::Protocol(
@@ -228,7 +228,7 @@ impl FrameDecoder {
         let data = out
             .into_iter()
             .filter_map(|m| match m {
-                Incoming::Text(p) | Incoming::Binary(p) => Some(p),
+                Inbound::Text(p) | Inbound::Binary(p) => Some(p),
                 _ => None,
             })
             .collect();
@@ -244,14 +244,14 @@ struct Header {
     mask: [u8; 4],
 }
 
-fn message(opcode: u8, payload: Vec<u8>) -> Result<Incoming, Violation> {
+fn message(opcode: u8, payload: Vec<u8>) -> Result<Inbound, Violation> {
     if opcode == TEXT {
         if std::str::from_utf8(&payload).is_err() {
             return Err(Violation::InvalidUtf8);
         }
-        Ok(Incoming::Text(payload))
+        Ok(Inbound::Text(payload))
     } else {
-        Ok(Incoming::Binary(payload))
+        Ok(Inbound::Binary(payload))
     }
 }
 
@@ -294,7 +294,7 @@ mod tests {
         crate::testing::client_frame_masked(first, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
-    fn decode_all(bytes: &[u8]) -> Result<Vec<Incoming>, Violation> {
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Inbound>, Violation> {
         let mut d = Decoder::new(1 << 16);
         let mut out = Vec::new();
         let used = d.decode(bytes, &mut out)?;
@@ -310,7 +310,7 @@ mod tests {
         ];
         assert_eq!(
             decode_all(&bytes),
-            Ok(vec![Incoming::Text(b"Hello".to_vec())])
+            Ok(vec![Inbound::Text(b"Hello".to_vec())])
         );
     }
 
@@ -322,8 +322,8 @@ mod tests {
         assert_eq!(
             decode_all(&bytes),
             Ok(vec![
-                Incoming::Ping(b"ping!".to_vec()),
-                Incoming::Text(b"Hello".to_vec())
+                Inbound::Ping(b"ping!".to_vec()),
+                Inbound::Text(b"Hello".to_vec())
             ])
         );
     }
@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(d.frame_len(&client(0x89, b"")[..2]), 6);
         let mut out = Vec::new();
         assert_eq!(d.decode(&frame, &mut out), Ok(frame.len()));
-        assert_eq!(out, [Incoming::Binary(vec![7; 300])]);
+        assert_eq!(out, [Inbound::Binary(vec![7; 300])]);
     }
 
     #[test]
@@ -353,7 +353,7 @@ mod tests {
             let mut out = Vec::new();
             let frame = client(0x82, &vec![1u8; n]);
             assert_eq!(d.decode(&frame, &mut out), Ok(frame.len()));
-            assert_eq!(out, [Incoming::Binary(vec![1; n])]);
+            assert_eq!(out, [Inbound::Binary(vec![1; n])]);
         }
     }
 
@@ -435,17 +435,17 @@ mod tests {
         let euro = "€".as_bytes();
         let mut bytes = client(0x01, &euro[..1]);
         bytes.extend(client(0x80, &euro[1..]));
-        assert_eq!(decode_all(&bytes), Ok(vec![Incoming::Text(euro.to_vec())]));
+        assert_eq!(decode_all(&bytes), Ok(vec![Inbound::Text(euro.to_vec())]));
     }
 
     #[test]
     fn close_ends_decoding() {
         let mut bytes = client(0x88, &1000u16.to_be_bytes());
         bytes.extend(client(0x81, b"after"));
-        assert_eq!(decode_all(&bytes), Ok(vec![Incoming::Close(Some(1000))]));
+        assert_eq!(decode_all(&bytes), Ok(vec![Inbound::Close(Some(1000))]));
         assert_eq!(
             decode_all(&client(0x88, b"")),
-            Ok(vec![Incoming::Close(None)])
+            Ok(vec![Inbound::Close(None)])
         );
     }
 }

@@ -3,7 +3,7 @@
 //! a frame header (14 bytes) plus `max_message_bytes`, and never more memory
 //! than the peer has sent of it.
 
-use super::frame::{Decoder, Incoming, Violation};
+use super::frame::{Decoder, Inbound, Violation};
 
 /// A decoder and the incomplete frame it waits to finish.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl Inbox {
     pub(super) fn feed(
         &mut self,
         mut input: &[u8],
-        out: &mut Vec<Incoming>,
+        out: &mut Vec<Inbound>,
     ) -> Result<(), Violation> {
         while !input.is_empty() && !self.closed {
             if self.pending.is_empty() {
@@ -56,7 +56,7 @@ impl Inbox {
         Ok(())
     }
 
-    fn decode_pending(&mut self, out: &mut Vec<Incoming>) -> Result<(), Violation> {
+    fn decode_pending(&mut self, out: &mut Vec<Inbound>) -> Result<(), Violation> {
         let used = self.decoder.decode(&self.pending, out)?;
         self.see_close(out);
         if self.closed || used == self.pending.len() {
@@ -68,8 +68,8 @@ impl Inbox {
         Ok(())
     }
 
-    fn see_close(&mut self, out: &[Incoming]) {
-        self.closed |= matches!(out.last(), Some(Incoming::Close(_)));
+    fn see_close(&mut self, out: &[Inbound]) {
+        self.closed |= matches!(out.last(), Some(Inbound::Close(_)));
     }
 
     /// The memory held for the incomplete frame.
@@ -122,8 +122,8 @@ mod tests {
             assert_eq!(
                 out,
                 [
-                    Incoming::Binary(vec![9; 65_000]),
-                    Incoming::Binary(b"next".to_vec())
+                    Inbound::Binary(vec![9; 65_000]),
+                    Inbound::Binary(b"next".to_vec())
                 ]
             );
             assert_eq!(inbox.held(), 0, "nothing kept between frames");
@@ -176,7 +176,7 @@ mod tests {
         inbox.feed(&bytes[..3], &mut out).unwrap();
         inbox.feed(&bytes[3..], &mut out).unwrap();
         inbox.feed(&[0x81, 0x00], &mut out).unwrap();
-        assert_eq!(out, [Incoming::Close(Some(1000))]);
+        assert_eq!(out, [Inbound::Close(Some(1000))]);
         assert_eq!(inbox.held(), 0);
     }
 

@@ -34,7 +34,7 @@ use crate::hub::{Command, ConnId, HubClient};
 use crate::outlet::{Link, Outbound, Outlet};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use crate::shutdown::TaskGuard;
-use frame::{Incoming, Violation};
+use frame::{Inbound, Violation};
 use inbox::Inbox;
 
 /// Bytes read per syscall, into the stack: a burst of small messages is
@@ -48,7 +48,7 @@ const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// The queue between the hub, the reader and the writer of one connection,
 /// as the tasks keep it (the hub keeps the [`Outlet`]).
 #[derive(Debug)]
-pub(crate) struct Pipes {
+pub(crate) struct Queues {
     outbound_rx: Receiver<Outbound>,
     /// The reader's own outlet: Pongs, closes and the echo of a client's
     /// Close go through the writer like everything else.
@@ -56,10 +56,10 @@ pub(crate) struct Pipes {
 }
 
 /// The hub's outlet to a new connection on `link`, and the rest of its pipes.
-pub(crate) fn pipes(link: &Arc<Link>) -> (Outlet, Pipes) {
+pub(crate) fn pipes(link: &Arc<Link>) -> (Outlet, Queues) {
     let (outbound_tx, outbound_rx) = async_channel::unbounded();
     let outlet = Outlet::new(link.clone(), outbound_tx);
-    let pipes = Pipes {
+    let pipes = Queues {
         outbound_rx,
         reader_outlet: outlet.clone(),
     };
@@ -72,7 +72,7 @@ pub(crate) struct Upgraded {
     pub id: ConnId,
     pub encoding: Encoding,
     pub hub: HubClient,
-    pub pipes: Pipes,
+    pub pipes: Queues,
     pub max_message_bytes: usize,
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
@@ -143,7 +143,7 @@ impl Ending {
 }
 
 /// What one read brought.
-enum Got {
+enum ReadOutcome {
     /// Bytes arrived; complete messages (if any) are in the output.
     Data,
     /// Nothing to read now.
@@ -173,7 +173,7 @@ struct Reader {
 }
 
 /// What to do after one client message.
-enum Step {
+enum NextStep {
     Next,
     Send(Command),
     /// Send, then end the connection.
@@ -208,10 +208,10 @@ impl Reader {
         loop {
             for message in messages.drain(..) {
                 let (command, ending) = match self.handle(message) {
-                    Step::Next => continue,
-                    Step::Send(command) => (command, None),
-                    Step::Last(command, ending) => (command, Some(ending)),
-                    Step::End(ending) => return ending,
+                    NextStep::Next => continue,
+                    NextStep::Send(command) => (command, None),
+                    NextStep::Last(command, ending) => (command, Some(ending)),
+                    NextStep::End(ending) => return ending,
                 };
                 if self.hub.command(command).await.is_err() {
                     return Ending::with(CloseCode::GoingAway);
@@ -224,33 +224,33 @@ impl Reader {
             messages = Vec::new();
             match self.read(&mut messages) {
                 // Let everyone else run between two reads of a busy client.
-                Got::Data => futures_lite::future::yield_now().await,
-                Got::WouldBlock => {
+                ReadOutcome::Data => futures_lite::future::yield_now().await,
+                ReadOutcome::WouldBlock => {
                     if self.link.socket.readable().await.is_err() {
                         return self.ended();
                     }
                 }
-                Got::Eof | Got::Failed => return self.ended(),
-                Got::Broken(v) => return self.broken(v),
+                ReadOutcome::Eof | ReadOutcome::Failed => return self.ended(),
+                ReadOutcome::Broken(v) => return self.broken(v),
             }
         }
     }
 
     /// One non-blocking read into the stack, decoded into `messages`.
-    fn read(&mut self, messages: &mut Vec<Incoming>) -> Got {
+    fn read(&mut self, messages: &mut Vec<Inbound>) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
         let n = loop {
             match self.link.socket.get_ref().read(&mut chunk) {
-                Ok(0) => return Got::Eof,
+                Ok(0) => return ReadOutcome::Eof,
                 Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Got::WouldBlock,
-                Err(_) => return Got::Failed,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+                Err(_) => return ReadOutcome::Failed,
             }
         };
         match self.inbox.feed(&chunk[..n], messages) {
-            Ok(()) => Got::Data,
-            Err(v) => Got::Broken(v),
+            Ok(()) => ReadOutcome::Data,
+            Err(v) => ReadOutcome::Broken(v),
         }
     }
 
@@ -268,19 +268,19 @@ impl Reader {
 
     /// What one message calls for: answered here (Pings, Closes, drops
     /// over the rate) or turned into a command for the hub.
-    fn handle(&mut self, message: Incoming) -> Step {
+    fn handle(&mut self, message: Inbound) -> NextStep {
         let now = Instant::now();
         let (bytes, frame_ok) = match message {
-            Incoming::Text(bytes) => (bytes, self.encoding == Encoding::Json),
-            Incoming::Binary(bytes) => (bytes, self.encoding == Encoding::MsgPack),
-            Incoming::Ping(payload) => {
+            Inbound::Text(bytes) => (bytes, self.encoding == Encoding::Json),
+            Inbound::Binary(bytes) => (bytes, self.encoding == Encoding::MsgPack),
+            Inbound::Ping(payload) => {
                 // Section 11: a Ping counts toward the rate limit (over it,
                 // no Pong), and its Pong toward the queue limit.
                 if let Some(step) = self.over_rate(now) {
                     return step;
                 }
                 if !self.outlet.pong(&payload, self.send_queue) {
-                    return Step::End(self.close(CloseCode::SlowConsumer));
+                    return NextStep::End(self.close(CloseCode::SlowConsumer));
                 }
                 return self.alive(now);
             }
@@ -290,10 +290,10 @@ impl Reader {
             // to take (no reply, no copy of its payload, the hub told at
             // most every 50 ms). Section 4's "every message" are the
             // client's JSON messages; section 11 names Pings alone.
-            Incoming::Pong => return self.alive(now),
-            Incoming::Close(code) => {
+            Inbound::Pong => return self.alive(now),
+            Inbound::Close(code) => {
                 self.outlet.echo_close(code);
-                return Step::End(Ending {
+                return NextStep::End(Ending {
                     reason: CloseCode::Normal.disconnect_reason(),
                     close_code: Some(code.unwrap_or(1005)),
                 });
@@ -309,7 +309,7 @@ impl Reader {
         };
         // Drops not yet reported go with the next message let through, so
         // the registry's count is current whenever the client is.
-        Step::Send(Command::Message {
+        NextStep::Send(Command::Message {
             conn: self.id,
             message: Box::new(decoded),
             bytes: bytes.len(),
@@ -319,33 +319,33 @@ impl Reader {
 
     /// Takes a token for one message: `None` within the rate, or what to
     /// do with the message dropped over it.
-    fn over_rate(&mut self, now: Instant) -> Option<Step> {
+    fn over_rate(&mut self, now: Instant) -> Option<NextStep> {
         match self.limiter.check(now) {
             Verdict::Allow => None,
             Verdict::Drop { notify } => {
                 self.pending_drops += 1;
                 Some(
                     if notify || now.duration_since(self.drops_reported) >= DROPS_EVERY {
-                        Step::Send(self.drops(notify))
+                        NextStep::Send(self.drops(notify))
                     } else {
-                        Step::Next
+                        NextStep::Next
                     },
                 )
             }
             Verdict::Abuse => {
                 self.pending_drops += 1;
                 let report = self.drops(false);
-                Some(Step::Last(report, self.close(CloseCode::Policy)))
+                Some(NextStep::Last(report, self.close(CloseCode::Policy)))
             }
         }
     }
 
-    fn alive(&mut self, now: Instant) -> Step {
+    fn alive(&mut self, now: Instant) -> NextStep {
         if now.duration_since(self.alive_reported) < ALIVE_EVERY {
-            return Step::Next;
+            return NextStep::Next;
         }
         self.alive_reported = now;
-        Step::Send(Command::Alive(self.id))
+        NextStep::Send(Command::Alive(self.id))
     }
 
     /// The report of the drops not yet told to the hub.

@@ -37,7 +37,7 @@ pub(super) struct Writer {
 }
 
 /// How a batch went.
-enum Sent {
+enum Written {
     All,
     /// The batch ended with a close frame (the echo of the client's Close).
     Echoed,
@@ -76,14 +76,14 @@ impl Writer {
             // A closing connection keeps `writing` set: the hub no longer
             // writes to the socket itself, so no data frame can follow the
             // close frame.
-            self.link.set_writing(!matches!(sent, Sent::All));
+            self.link.set_writing(!matches!(sent, Written::All));
             match sent {
-                Sent::All => continue,
-                Sent::Echoed => self.linger(CLOSE_TIMEOUT).await,
-                Sent::Close(code) => self.close_with(code, true).await,
-                Sent::Interrupted { code, partial } => self.close_with(code, !partial).await,
-                Sent::Stalled { partial } => self.give_up(partial),
-                Sent::Failed => {}
+                Written::All => continue,
+                Written::Echoed => self.linger(CLOSE_TIMEOUT).await,
+                Written::Close(code) => self.close_with(code, true).await,
+                Written::Interrupted { code, partial } => self.close_with(code, !partial).await,
+                Written::Stalled { partial } => self.give_up(partial),
+                Written::Failed => {}
             }
             break;
         }
@@ -99,7 +99,7 @@ impl Writer {
 
     /// Writes `first` and whatever else is queued, in as few writes as the
     /// socket allows, up to a close request.
-    async fn write_batch(&self, first: Outbound) -> Sent {
+    async fn write_batch(&self, first: Outbound) -> Written {
         let mut items = Vec::new();
         self.gather(first, &mut items);
         while items.last().is_none_or(|i| !ends_batch(i)) && items.len() < MAX_BATCH {
@@ -112,8 +112,8 @@ impl Writer {
             }
         }
         let last = match items.last() {
-            Some(Outbound::Close(code)) => Some(Sent::Close(*code)),
-            Some(Outbound::Message(m)) if m.is_close() => Some(Sent::Echoed),
+            Some(Outbound::Close(code)) => Some(Written::Close(*code)),
+            Some(Outbound::Message(m)) if m.is_close() => Some(Written::Echoed),
             _ => None,
         };
         let frames: Vec<&[u8]> = items.iter().filter_map(wire).collect();
@@ -130,7 +130,7 @@ impl Writer {
                     let listener = self.link.listen();
                     let partial = offset > 0;
                     if let Some(code) = self.link.close_requested() {
-                        return Sent::Interrupted { code, partial };
+                        return Written::Interrupted { code, partial };
                     }
                     let deadline = *progress.get_or_insert_with(Instant::now) + self.write_timeout;
                     let wait = async { Wait::Writable(self.link.socket.writable().await) }
@@ -145,19 +145,19 @@ impl Writer {
                         .await;
                     match wait {
                         Wait::Writable(Ok(())) | Wait::CloseRequested => continue,
-                        Wait::Writable(Err(_)) => return Sent::Failed,
-                        Wait::TimedOut => return Sent::Stalled { partial },
+                        Wait::Writable(Err(_)) => return Written::Failed,
+                        Wait::TimedOut => return Written::Stalled { partial },
                     }
                 }
-                Err(_) => return Sent::Failed,
+                Err(_) => return Written::Failed,
             };
             if n == 0 {
-                return Sent::Failed;
+                return Written::Failed;
             }
             progress = None;
             (index, offset) = advance(&frames, index, offset, n);
         }
-        last.unwrap_or(Sent::All)
+        last.unwrap_or(Written::All)
     }
 
     /// Adds a dequeued `item` to a batch; a Pong becomes the newest Pong

@@ -90,12 +90,12 @@ pub struct RoomInfo {
     pub last_seq: u64,
     /// Its members, when asked for one room.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<Vec<Member>>,
+    pub members: Option<Vec<PresenceMember>>,
 }
 
 /// A room member, as `presence` and the registry show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Member {
+pub struct PresenceMember {
     /// The connection.
     pub connection_id: String,
     /// Its user, or `None`.

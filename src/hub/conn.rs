@@ -68,8 +68,8 @@ impl Conn {
     }
 
     /// What a room needs to broadcast to this connection.
-    pub fn member(&self) -> super::room::Member {
-        super::room::Member {
+    pub fn member(&self) -> super::room::Recipient {
+        super::room::Recipient {
             id: self.id,
             encoding: self.encoding,
             outlet: self.outlet.clone(),

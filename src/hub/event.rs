@@ -73,7 +73,7 @@ mod tests {
             .rev()
             .find_map(|depth| crate::protocol::decode(body(depth).as_bytes(), Encoding::Json).ok())
             .unwrap();
-        let crate::protocol::Request::Publish { payload, .. } = message.request else {
+        let crate::protocol::ClientAction::Publish { payload, .. } = message.request else {
             panic!()
         };
         // ...becomes an event whose JSON parses again for MessagePack.

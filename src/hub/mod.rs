@@ -26,7 +26,7 @@ mod room;
 mod session;
 
 pub use crate::outlet::Outbound;
-pub use command::{ComponentState, HubGone, JoinRequest, Member, Refusal, RoomInfo};
+pub use command::{ComponentState, HubGone, JoinRequest, PresenceMember, Refusal, RoomInfo};
 pub use conn::{ConnId, ConnectionInfo};
 pub use health::{Component, HealthReport, Status};
 

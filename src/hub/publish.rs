@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::history::open_room;
 use super::room::EventRecord;
-use super::{ComponentState, ConnId, Hub, Member, Status};
+use super::{ComponentState, ConnId, Hub, PresenceMember, Status};
 use crate::log::{as_json, opt_json};
 use crate::outlet::Outlet;
 use crate::protocol::{
@@ -130,7 +130,7 @@ impl Hub {
 
     /// Counts a finished fan-out, keeps an event of `room` in its history,
     /// and closes the slow consumers it found; returns the recipients.
-    fn finish(&mut self, done: Done, room: Option<&str>) -> usize {
+    fn finish(&mut self, done: FanoutTally, room: Option<&str>) -> usize {
         self.metrics.encoded(true, done.record.has_msgpack());
         // History first: closing the last member must not drop the room
         // before its newest event is kept.
@@ -188,7 +188,7 @@ impl Hub {
 
     /// A room's members as `presence` and the registry show them, by
     /// connection ID.
-    pub(super) fn members(&self, room: &str) -> Vec<Member> {
+    pub(super) fn members(&self, room: &str) -> Vec<PresenceMember> {
         let Some(room) = self.rooms.get(room) else {
             return Vec::new();
         };
@@ -196,7 +196,7 @@ impl Hub {
         ids.sort_unstable();
         ids.iter()
             .filter_map(|id| self.conns.get(id))
-            .map(|c| Member {
+            .map(|c| PresenceMember {
                 connection_id: c.id.to_string(),
                 user: c.user().map(str::to_string),
             })
@@ -234,7 +234,7 @@ struct Fanout<'a> {
 }
 
 /// What a fan-out leaves for [`Hub::finish`].
-struct Done {
+struct FanoutTally {
     record: EventRecord,
     recipients: usize,
     slow: Vec<ConnId>,
@@ -252,8 +252,8 @@ impl Fanout<'_> {
         self.trace.queued(id);
     }
 
-    fn done(self) -> Done {
-        Done {
+    fn done(self) -> FanoutTally {
+        FanoutTally {
             record: self.record,
             recipients: self.recipients,
             slow: self.slow,

@@ -22,7 +22,7 @@ pub(crate) struct Unavailable {
 /// A room member: what a broadcast needs to reach it, kept in one array
 /// so that a fan-out walks memory in order.
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
+pub(crate) struct Recipient {
     pub id: ConnId,
     pub encoding: Encoding,
     pub outlet: Outlet,
@@ -50,7 +50,7 @@ pub(crate) struct Replay {
 /// A room's members and history.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    members: Vec<Member>,
+    members: Vec<Recipient>,
     /// Where each member sits in `members`.
     index: HashMap<ConnId, usize>,
     /// Consecutive seqs, oldest first.
@@ -62,7 +62,7 @@ pub(crate) struct Room {
 
 impl Room {
     /// Adds a member; `false` if it was one already.
-    pub fn join(&mut self, member: Member) -> bool {
+    pub fn join(&mut self, member: Recipient) -> bool {
         if self.index.contains_key(&member.id) {
             return false;
         }
@@ -84,7 +84,7 @@ impl Room {
     }
 
     /// The members, in no particular order.
-    pub fn members(&self) -> &[Member] {
+    pub fn members(&self) -> &[Recipient] {
         &self.members
     }
 
@@ -388,7 +388,7 @@ mod tests {
             for (join, i) in ops {
                 let id = ids[i as usize];
                 if join {
-                    let member = Member { id, encoding: Encoding::Json, outlet: outlet.clone() };
+                    let member = Recipient { id, encoding: Encoding::Json, outlet: outlet.clone() };
                     proptest::prop_assert_eq!(room.join(member), model.insert(i));
                 } else {
                     proptest::prop_assert_eq!(room.leave(id), model.remove(&i));
@@ -406,7 +406,7 @@ mod tests {
         ids.sort_unstable_by(|a, b| b.cmp(a));
         let mut room = Room::default();
         for &id in &ids {
-            assert!(room.join(Member {
+            assert!(room.join(Recipient {
                 id,
                 encoding: Encoding::Json,
                 outlet: outlet.clone()

@@ -11,8 +11,8 @@ use super::room::Room;
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
 use crate::protocol::{
-    ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish, Request, Subscribe,
-    Target, Timestamp, new_uuid,
+    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish,
+    Subscribe, Target, Timestamp, new_uuid,
 };
 
 impl Hub {
@@ -47,12 +47,12 @@ impl Hub {
         let corr = correlation_id.as_str();
         let reference = message.reference.as_deref();
         let outcome = match message.request {
-            Request::Ping => {
+            ClientAction::Ping => {
                 self.send(id, "pong", json!({}), Some(corr), reference);
                 Ok(())
             }
-            Request::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
-            Request::Unsubscribe { rooms } => {
+            ClientAction::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
+            ClientAction::Unsubscribe { rooms } => {
                 self.unsubscribe(id, &rooms);
                 self.send(
                     id,
@@ -63,13 +63,13 @@ impl Hub {
                 );
                 Ok(())
             }
-            Request::Publish {
+            ClientAction::Publish {
                 room,
                 event,
                 payload,
             } => self.client_publish(id, room, event, payload, corr, reference),
-            Request::Presence { room } => self.presence(id, room, corr, reference),
-            Request::Refresh { token } => self.refresh(id, &token, corr, reference),
+            ClientAction::Presence { room } => self.presence(id, room, corr, reference),
+            ClientAction::Refresh { token } => self.refresh(id, &token, corr, reference),
         };
         if let Err((error, details)) = outcome {
             self.send_error(id, &error, details, corr, reference);

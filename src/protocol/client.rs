@@ -18,12 +18,12 @@ pub struct ClientMessage {
     /// The `correlation_id` to propagate, if the client gave a valid one.
     pub correlation_id: Option<String>,
     /// What the client asks for.
-    pub request: Request,
+    pub request: ClientAction,
 }
 
 /// The requests of section 4.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Request {
+pub enum ClientAction {
     /// `ping`: answered with `pong`.
     Ping,
     /// `subscribe`, with optional resume positions.
@@ -167,27 +167,27 @@ fn not_json(e: &serde_json::Error) -> ProtocolError {
     ProtocolError::new(ErrorCode::InvalidJson, format!("not a JSON object: {e}"))
 }
 
-fn request(obj: &mut Map<String, Value>) -> Result<Request, ProtocolError> {
+fn request(obj: &mut Map<String, Value>) -> Result<ClientAction, ProtocolError> {
     let kind = match obj.remove("type") {
         Some(Value::String(s)) => s,
         None | Some(Value::Null) => return Err(ProtocolError::invalid_field("type", "is missing")),
         Some(_) => return Err(ProtocolError::invalid_field("type", "must be a string")),
     };
     Ok(match kind.as_str() {
-        "ping" => Request::Ping,
-        "subscribe" => Request::Subscribe(subscribe(obj)?),
-        "unsubscribe" => Request::Unsubscribe {
+        "ping" => ClientAction::Ping,
+        "subscribe" => ClientAction::Subscribe(subscribe(obj)?),
+        "unsubscribe" => ClientAction::Unsubscribe {
             rooms: rooms(obj, "rooms")?,
         },
-        "publish" => Request::Publish {
+        "publish" => ClientAction::Publish {
             room: room(obj, "room")?,
             event: event_type(obj, "event")?,
             payload: payload(obj, "payload")?,
         },
-        "presence" => Request::Presence {
+        "presence" => ClientAction::Presence {
             room: room(obj, "room")?,
         },
-        "refresh" => Request::Refresh {
+        "refresh" => ClientAction::Refresh {
             token: string(obj, "token")?,
         },
         _ => {
@@ -349,13 +349,13 @@ mod tests {
     #[test]
     fn decodes_every_request() {
         let m = json(json!({"type":"ping","ref":"r1","correlation_id":"c1"})).unwrap();
-        assert_eq!(m.request, Request::Ping);
+        assert_eq!(m.request, ClientAction::Ping);
         assert_eq!(m.reference.as_deref(), Some("r1"));
         assert_eq!(m.correlation_id.as_deref(), Some("c1"));
 
         let m = json(json!({"type":"subscribe","rooms":["a","b","a"],"since":{"a":3},"epoch":"e"}))
             .unwrap();
-        let Request::Subscribe(s) = m.request else {
+        let ClientAction::Subscribe(s) = m.request else {
             panic!()
         };
         assert_eq!(s.rooms, ["a", "b"]);
@@ -363,20 +363,20 @@ mod tests {
         assert_eq!(s.epoch.as_deref(), Some("e"));
 
         let m = json(json!({"type":"publish","room":"r","event":"t","payload":{"x":1}})).unwrap();
-        assert!(matches!(m.request, Request::Publish { ref room, .. } if room == "r"));
+        assert!(matches!(m.request, ClientAction::Publish { ref room, .. } if room == "r"));
         assert!(matches!(
             json(json!({"type":"presence","room":"r"})).unwrap().request,
-            Request::Presence { .. }
+            ClientAction::Presence { .. }
         ));
         assert!(matches!(
             json(json!({"type":"refresh","token":"t"})).unwrap().request,
-            Request::Refresh { .. }
+            ClientAction::Refresh { .. }
         ));
         assert!(matches!(
             json(json!({"type":"unsubscribe","rooms":[]}))
                 .unwrap()
                 .request,
-            Request::Unsubscribe { .. }
+            ClientAction::Unsubscribe { .. }
         ));
     }
 
@@ -462,7 +462,7 @@ mod tests {
     fn msgpack_maps_decode_like_json() {
         let bytes = rmp_serde::to_vec_named(&json!({"type":"ping","ref":"m"})).unwrap();
         let m = decode(&bytes, Encoding::MsgPack).unwrap();
-        assert_eq!(m.request, Request::Ping);
+        assert_eq!(m.request, ClientAction::Ping);
         assert_eq!(m.reference.as_deref(), Some("m"));
         let bytes = rmp_serde::to_vec(&[1, 2]).unwrap();
         let e = decode(&bytes, Encoding::MsgPack).unwrap_err();
@@ -511,7 +511,7 @@ mod tests {
         }
         // JSON text may end in whitespace (RFC 8259, section 2).
         let m = decode(b"{\"type\":\"ping\"} \r\n\t", Encoding::Json).unwrap();
-        assert_eq!(m.request, Request::Ping);
+        assert_eq!(m.request, ClientAction::Ping);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod publish;
 mod server;
 mod time;
 
-pub use client::{ClientMessage, DecodeError, Request, Subscribe, decode};
+pub use client::{ClientAction, ClientMessage, DecodeError, Subscribe, decode};
 pub use publish::{Publish, Published, Target};
 pub use server::{
     Encoded, Encoding, Envelope, MAX_CONTROL_PAYLOAD, PING_FRAME, close_frame, encode,

@@ -22,6 +22,14 @@ use super::room::{EventRecord, Room};
 /// room set.
 pub(crate) type Rooms = HashMap<Arc<str>, Room>;
 
+/// Forgets room `name` if it has neither members nor history left (the
+/// one rule for when a room ends, PROTOCOL.md section 5).
+pub(crate) fn forget_if_idle(rooms: &mut Rooms, name: &str) {
+    if rooms.get(name).is_some_and(Room::is_idle) {
+        rooms.remove(name);
+    }
+}
+
 /// The room called `name`, made empty if there is none, and its shared name.
 pub(crate) fn open_room<'a>(rooms: &'a mut Rooms, name: &str) -> (Arc<str>, &'a mut Room) {
     let key = match rooms.get_key_value(name) {
@@ -115,9 +123,7 @@ impl HistoryLedger {
                 Some(size) => self.bytes -= size,
                 None => debug_assert!(false, "a ledger entry its ring does not hold"),
             }
-            if room.is_idle() {
-                rooms.remove(&*name);
-            }
+            forget_if_idle(rooms, &name);
         }
     }
 }

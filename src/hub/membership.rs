@@ -9,7 +9,7 @@
 
 use super::ConnId;
 use super::conn::Conn;
-use super::history::{Rooms, open_room};
+use super::history::{Rooms, forget_if_idle, open_room};
 use crate::protocol::{ErrorCode, ProtocolError};
 
 /// Puts `conn` in room `name` (made if need be); returns the room's last seq.
@@ -26,9 +26,7 @@ pub(super) fn enter(rooms: &mut Rooms, conn: &mut Conn, name: &str) -> u64 {
 pub(super) fn exit(rooms: &mut Rooms, id: ConnId, name: &str) {
     if let Some(room) = rooms.get_mut(name) {
         room.leave(id);
-        if room.is_idle() {
-            rooms.remove(name);
-        }
+        forget_if_idle(rooms, name);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::history::open_room;
+use super::history::{forget_if_idle, open_room};
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, PresenceMember, Status};
 use crate::log::{as_json, opt_json};
@@ -75,11 +75,8 @@ impl Hub {
             }
         }
         let recipients = self.finish(fanout.done(), publish.room());
-        if let Target::Room(name) = &publish.target
-            && let Some(room) = self.rooms.get_mut(name.as_str())
-            && room.is_idle()
-        {
-            self.rooms.remove(name.as_str());
+        if let Target::Room(name) = &publish.target {
+            forget_if_idle(&mut self.rooms, name);
         }
         self.metrics
             .broadcast

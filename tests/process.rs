@@ -447,6 +447,21 @@ fn minted_tokens_are_accepted_by_a_hub_with_the_same_secret() {
     let (status, stderr) = refuse(&["token", "--sub", "x"], &[("WSHUB_JWT_SECRET", "")]);
     assert_eq!(status, 2, "{stderr}");
     assert!(stderr.contains("secret"), "{stderr}");
+    // A lifetime past the year 9999 would mint a token the hub refuses.
+    let (status, stderr) = refuse(
+        &[
+            "token",
+            "--sub",
+            "x",
+            "--secret",
+            "s",
+            "--ttl",
+            "999999999999",
+        ],
+        &[],
+    );
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("\"setting\":\"ttl\""), "{stderr}");
 }
 
 #[test]

@@ -226,9 +226,16 @@ fn token(args: TokenArgs) -> ExitCode {
                 .collect()
         })
     };
+    let exp = (unix_now() + ttl.as_secs_f64()).floor();
+    if exp > crate::auth::MAX_NUMERIC_DATE as f64 {
+        return bad_setting(&ConfigError::new(
+            "ttl",
+            "ends after the year 9999, which the hub refuses; give a shorter --ttl",
+        ));
+    }
     let claims = Claims {
         sub: args.sub,
-        exp: (unix_now() + ttl.as_secs_f64()).floor(),
+        exp,
         rooms: list(args.rooms),
         publish: list(args.publish),
         admin: args.admin,

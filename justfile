@@ -21,7 +21,8 @@ ci:
 
 # The benchmark (see BENCHMARKS.md); `just bench --smoke` for a quick check.
 bench *ARGS:
-    cargo run --release -- bench {{ARGS}}
+    cargo build --release --workspace
+    target/release/wshub-bench {{ARGS}}
 
 # wshub against the Node ws and axum peers and the floor program, with ratios.
 bench-compare:

@@ -1,7 +1,6 @@
 //! The `wshub` command line: `serve` (the default), `token`, and the
 //! client tools. Flags mirror the settings of PROTOCOL.md section 8.
 
-mod bench;
 mod client;
 mod stdin;
 
@@ -42,8 +41,6 @@ enum CliCommand {
     Listen(client::ListenArgs),
     /// Publish one event over HTTP or WebSocket and print the reply.
     Publish(client::PublishArgs),
-    /// Measure a hub: subscribers, publish latency, flood rate, memory.
-    Bench(bench::BenchArgs),
 }
 
 /// The hub's settings as flags, one per row of [`SETTINGS`]; each also reads
@@ -142,7 +139,6 @@ pub fn main() -> ExitCode {
             JsonLines::install(LogLevel::Info);
             client::publish(args)
         }
-        Some(CliCommand::Bench(args)) => bench::run(args),
     }
 }
 

@@ -25,12 +25,31 @@ const RAISED_ENV: &str = "WSHUB_BENCH_NOFILE_RAISED";
 /// Files a process needs beyond one per connection (listener, stdio, epoll, ...).
 pub(crate) const SPARE_FILES: u64 = 64;
 
+/// The `wshub` binary to start: `$WSHUB_BIN`, or the one beside this
+/// executable (`cargo build --release --workspace` puts both in
+/// `target/release`).
+fn hub_binary() -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os("WSHUB_BIN") {
+        return Ok(path.into());
+    }
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let beside = me.with_file_name("wshub");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(format!(
+            "no wshub binary at {}: build it (`cargo build --release --workspace`) or set WSHUB_BIN",
+            beside.display()
+        ))
+    }
+}
+
 /// How the bench reaches the server.
 #[derive(Debug)]
 pub(crate) enum Start {
     /// A running server at a URL.
     Url { url: String, pid: Option<u32> },
-    /// This binary's `serve` with extra flags.
+    /// `wshub serve` with extra flags.
     Wshub { args: Vec<String> },
     /// A shell command, to which ` --bind 127.0.0.1:0` is appended.
     Command(String),
@@ -77,8 +96,7 @@ impl Target {
                 })
             }
             Start::Wshub { args } => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot find this binary to start a hub: {e}"))?;
+                let exe = hub_binary()?;
                 let mut command = Command::new(&exe);
                 command
                     .arg("serve")

@@ -1,4 +1,4 @@
-//! `wshub bench`: drives a hub with many subscribers and measures it —
+//! `wshub-bench`: drives a hub with many subscribers and measures it —
 //! connect rate, publish-to-last-subscriber time, per-delivery latency,
 //! flood throughput, lost or duplicated deliveries, the hub's memory per
 //! connection and its CPU per delivery. BENCHMARKS.md shows how to read it.
@@ -28,30 +28,31 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 
-use crate::config::parse_duration;
 use publisher::Via;
 use target::Start;
+use wshub::config::parse_duration;
 
 /// Exit status for an argument that cannot work (the run did not start).
 const EXIT_USAGE: u8 = 2;
 /// Subscribers per source address when `--source-ips` is not given.
 const SUBSCRIBERS_PER_SOURCE: usize = 2_000;
 
-/// Settings of a benchmark run.
+/// Measure a wshub hub: subscribers, publish latency, flood rate, memory.
 ///
-/// Without `--url` or `--hub-cmd` the bench starts this binary's `serve` as
-/// a child process on an ephemeral port (so the hub's memory and CPU are
-/// its own, and each process has the whole file limit).
-#[derive(Debug, Args)]
+/// Without `--url` or `--hub-cmd` the bench starts `wshub serve` (the
+/// binary in `$WSHUB_BIN`, or the `wshub` beside this one) as a child
+/// process on an ephemeral port, so the hub's memory and CPU are its own
+/// and each process has the whole file limit.
+#[derive(Debug, Parser)]
+#[command(name = "wshub-bench", version)]
 pub(crate) struct BenchArgs {
-    // Boxed: the flags are many, and the `Command` enum holds this inline.
     #[command(flatten)]
     options: Box<Options>,
 }
 
-/// The flags of `wshub bench`.
+/// The flags of `wshub-bench`.
 #[derive(Debug, Args)]
 struct Options {
     /// A running hub's base URL, e.g. http://127.0.0.1:8000
@@ -233,12 +234,16 @@ fn source_address(i: usize) -> IpAddr {
 }
 
 fn room_ok(room: &str) -> bool {
-    crate::protocol::is_valid_room(room)
+    wshub::protocol::is_valid_room(room)
+}
+
+fn main() -> ExitCode {
+    run(BenchArgs::parse())
 }
 
 /// Runs a benchmark and prints its report; fails on any lost or duplicated
 /// delivery, failed connect or failed publish.
-pub(crate) fn run(args: BenchArgs) -> ExitCode {
+fn run(args: BenchArgs) -> ExitCode {
     let plan = match Plan::from_args(args) {
         Ok(plan) => plan,
         Err(e) => {
@@ -276,18 +281,11 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        bench: BenchArgs,
-    }
 
     fn plan(args: &[&str]) -> Result<Plan, String> {
-        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+        let args = BenchArgs::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        Plan::from_args(cli.bench)
+        Plan::from_args(args)
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 
-use crate::auth::{Claims, mint, unix_now};
-use crate::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
-use crate::error::Error;
-use crate::log::{JsonLines, as_json};
+use wshub::Error;
+use wshub::auth::{Claims, mint, unix_now};
+use wshub::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
+use wshub::log::{JsonLines, as_json};
 
 /// Exit status for a bad setting or argument.
 const EXIT_USAGE: u8 = 2;
@@ -152,7 +152,7 @@ fn log_level() -> Result<LogLevel, ConfigError> {
 /// Prints a setting error as a JSON log line and returns exit status 2.
 fn bad_setting(e: &ConfigError) -> ExitCode {
     // Before a subscriber may exist: printed through one of its own.
-    let lines = crate::log::JsonLines::new(LogLevel::Error);
+    let lines = wshub::log::JsonLines::new(LogLevel::Error);
     tracing::subscriber::with_default(lines, || {
         tracing::error!(setting = e.setting.as_str(), "{e}");
     });
@@ -170,7 +170,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     config.handle_signals = true;
     JsonLines::install(level);
-    let handle = match crate::serve(config) {
+    let handle = match wshub::serve(config) {
         Ok(handle) => handle,
         Err(Error::Config(e)) => return bad_setting(&e),
         Err(e) => {
@@ -223,7 +223,7 @@ fn token(args: TokenArgs) -> ExitCode {
         })
     };
     let exp = (unix_now() + ttl.as_secs_f64()).floor();
-    if exp > crate::auth::MAX_NUMERIC_DATE as f64 {
+    if exp > wshub::auth::MAX_NUMERIC_DATE as f64 {
         return bad_setting(&ConfigError::new(
             "ttl",
             "ends after the year 9999, which the hub refuses; give a shorter --ttl",

@@ -12,7 +12,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
     .ci/check-links
 
 # Everything CI runs, including installs and browser tests.

@@ -100,7 +100,7 @@ struct Options {
     /// Bearer key for publishing, when the hub has an admin_key
     #[arg(long, value_name = "KEY")]
     admin_key: Option<String>,
-    /// The room [default: `bench-<random>`, so seqs start at 1]
+    /// The room (default: a fresh `bench-…` name, so seqs start at 1)
     #[arg(long)]
     room: Option<String>,
     /// Also run the flood phase: publish as fast as possible, count deliveries

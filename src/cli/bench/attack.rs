@@ -1,7 +1,7 @@
 //! `wshub bench --attack KIND`: one hostile peer against a hub, measured
 //! from outside (docs/limits.md). The run finds or starts the hub, reads
 //! its RSS and open files at rest, connects an honest client that times
-//! `ping` → `pong` throughout ([`watch::Probe`]), lets one attacker from
+//! `ping` → `pong` throughout ([`Probe`]), lets one attacker from
 //! [`attackers`] work while a sampler keeps the peaks (stopping it early
 //! if the hub's RSS passes the cap), waits a bounded settle after the
 //! attacker left, reads RSS and files again, and prints the figures with
@@ -30,6 +30,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 const QUIET: Duration = Duration::from_secs(1);
 /// The honest client's p99 round trip must stay under this during an attack.
 const PROBE_P99_BOUND_MS: f64 = 100.0;
+/// No honest round trip, during the attack or after it, may take longer.
+const PROBE_MAX_BOUND_MS: f64 = 1000.0;
 /// The history bound of a hub not told otherwise (PROTOCOL.md section 5).
 const DEFAULT_MAX_HISTORY_BYTES: u64 = 64 << 20;
 
@@ -331,7 +333,8 @@ fn verdict(r: &AttackReport, max_history: u64) -> (String, Vec<String>) {
     };
     let mut bound = format!(
         "peak RSS within {growth_bound:.0} MiB of the start, files back to {} after, \
-         honest ping p99 under {PROBE_P99_BOUND_MS} ms",
+         honest ping p99 under {PROBE_P99_BOUND_MS} ms during the attack and none over \
+         {PROBE_MAX_BOUND_MS} ms during or after",
         r.fds.before
     );
     let mut problems = Vec::new();
@@ -350,6 +353,10 @@ fn verdict(r: &AttackReport, max_history: u64) -> (String, Vec<String>) {
             r.honest_ping_ms.attack.p99_ms
         ));
     }
+    let slowest = r.honest_ping_ms.attack.max_ms.max(r.honest_ping_ms.after.max_ms);
+    if slowest > PROBE_MAX_BOUND_MS {
+        problems.push(format!("an honest ping took {slowest} ms"));
+    }
     if let Some(e) = &r.honest_ping_ms.error {
         problems.push(format!("the honest client failed: {e}"));
     }
@@ -363,6 +370,16 @@ fn verdict(r: &AttackReport, max_history: u64) -> (String, Vec<String>) {
             problems.push(format!(
                 "the hub held {held} of {} connections after {} s",
                 r.work.connections, r.shape.time_s
+            ));
+        }
+    }
+    if r.attack == Kind::ManyRooms {
+        bound.push_str(", the last subscribe answered within 3× the first + 5 ms");
+        if let Some((first, last)) = r.work.first_last_reply_ms
+            && last > 3.0 * first + 5.0
+        {
+            problems.push(format!(
+                "subscribe replies slowed from {first} ms to {last} ms as rooms were added"
             ));
         }
     }

@@ -77,6 +77,8 @@ pub(crate) struct CrowdPlan {
     pub addr: SocketAddr,
     /// The upgrade's query, `?rooms=<room>`.
     pub query: String,
+    /// The slow consumers' query (their room and one only they are in).
+    pub slow_query: String,
     pub members: usize,
     /// Source addresses, round-robin.
     pub sources: Vec<IpAddr>,
@@ -317,7 +319,11 @@ impl Loop<'_> {
                 Ok(None) => return false, // Not connected yet.
                 _ => return self.fail(i),
             }
-            m.outbox = wire::upgrade_request(&self.plan.addr.to_string(), &self.plan.query);
+            let query = match m.role {
+                Role::Slow => &self.plan.slow_query,
+                _ => &self.plan.query,
+            };
+            m.outbox = wire::upgrade_request(&self.plan.addr.to_string(), query);
             m.state = State::Upgrading;
         }
         let upgrading = m.state == State::Upgrading;

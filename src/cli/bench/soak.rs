@@ -36,7 +36,7 @@ const SMALL_EVENT_BYTES: usize = 256;
 const HUB_DEFAULTS: [(&str, &str); 3] = [
     ("--send-queue", "4"),
     ("--heartbeat-interval", "1s"),
-    ("--heartbeat-timeout", "5s"),
+    ("--heartbeat-timeout", "10s"),
 ];
 
 /// The flags of `--soak`.
@@ -54,8 +54,8 @@ pub(crate) struct SoakArgs {
     /// soak: events every connection receives before the freeze
     #[arg(long, value_name = "N", default_value_t = 5)]
     soak_events: u64,
-    /// soak: payload bytes of the events published after it, to fill the slow consumers
-    #[arg(long, value_name = "BYTES", default_value_t = 4000)]
+    /// soak: payload bytes of the events then published to the slow consumers' own room
+    #[arg(long, value_name = "BYTES", default_value_t = 16000)]
     soak_event_bytes: usize,
     /// soak: most such events per cycle
     #[arg(long, value_name = "N", default_value_t = 200)]
@@ -79,6 +79,8 @@ struct Cycle {
     events: [u64; 3],
     /// Large events published until every slow consumer was closed.
     fill_events: u64,
+    /// Seconds that took.
+    fill_s: f64,
     /// How the members ended, "role:close code" (the code the member read;
     /// "none" when the close frame did not get through).
     closes: Tally,
@@ -120,7 +122,7 @@ pub(crate) fn run(
         eprintln!("bench: --soak-connections must be at least 3 and --soak-cycles at least 1");
         return ExitCode::from(super::EXIT_USAGE);
     }
-    let report = match execute(args, start, malloc_probe, admin_key) {
+    let report = match execute(args, start, malloc_probe, admin_key, json) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -178,6 +180,7 @@ fn execute(
     start: &Start,
     malloc_probe: bool,
     admin_key: Option<&str>,
+    json: bool,
 ) -> Result<SoakReport, String> {
     let n = args.soak_connections;
     target::ensure_file_limit(n as u64 + SPARE_FILES)?;
@@ -200,7 +203,7 @@ fn execute(
         baseline_rss_kib as f64 / 1024.0
     );
     let room = format!("soak-{:08x}", fastrand::u32(..));
-    let mut publisher = Publisher::new(addr, &room, admin_key);
+    let mut publisher = Publisher::new(addr, admin_key);
     let mut cycles = Vec::new();
     for c in 1..=args.soak_cycles {
         let cycle = one_cycle(
@@ -213,7 +216,13 @@ fn execute(
             baseline_fds,
             step,
         )?;
-        println!("{}", line(&cycle, args.soak_cycles, baseline_fds));
+        let text = line(&cycle, args.soak_cycles, baseline_fds);
+        // With --json, stdout has the report alone.
+        if json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
         cycles.push(cycle);
     }
     let malloc =
@@ -254,6 +263,7 @@ fn one_cycle(
     let crowd = Crowd::start(CrowdPlan {
         addr,
         query: format!("?rooms={room}"),
+        slow_query: format!("?rooms={room},{room}-slow"),
         members: n,
         sources: sources(c, n),
         concurrency: CONNECT_CONCURRENCY,
@@ -276,7 +286,7 @@ fn one_cycle(
     let connect_s = started.elapsed().as_secs_f64();
     // Everyone receives a few events.
     for _ in 0..args.soak_events {
-        publisher.publish(SMALL_EVENT_BYTES)?;
+        publisher.publish(room, SMALL_EVENT_BYTES)?;
     }
     let events_sum = || counts.events.iter().map(|e| e.load(Relaxed)).sum::<u64>();
     done(&|| events_sum() >= connected * args.soak_events, step);
@@ -285,9 +295,10 @@ fn one_cycle(
     crowd.order(Order::Freeze);
     let frozen_at = Instant::now();
     let slow = (0..n).filter(|i| i % 3 == 1).count() as u64;
+    let slow_room = format!("{room}-slow");
     let mut fill_events = 0;
     while fill_events < args.soak_fill_events && frozen_at.elapsed() < step {
-        publisher.publish(args.soak_event_bytes)?;
+        publisher.publish(&slow_room, args.soak_event_bytes)?;
         fill_events += 1;
         if fill_events % 4 == 0
             && blocking::health_connections(addr).is_some_and(|open| open + slow <= connected)
@@ -295,6 +306,7 @@ fn one_cycle(
             break;
         }
     }
+    let fill_s = round3(frozen_at.elapsed().as_secs_f64());
     // The silent third: closed by the hub's heartbeat.
     let normal = (0..n).filter(|i| i % 3 == 0).count() as u64;
     let silent_closed = done(
@@ -336,6 +348,7 @@ fn one_cycle(
         connect_s: round3(connect_s),
         events,
         fill_events,
+        fill_s,
         closes,
         hub_disconnects,
         silent_closed_after_s,
@@ -409,7 +422,7 @@ fn line(c: &Cycle, cycles: usize, baseline_fds: u64) -> String {
             .join(", ")
     };
     format!(
-        "cycle {}/{cycles}: {} connected ({} failed) in {:.2} s; events {:?}; {} fill events; \
+        "cycle {}/{cycles}: {} connected ({} failed) in {:.2} s; events {:?}; {} fill events in {:.1} s; \
          silent closed after {} s; hub closed {}; clients read {}; hub RSS {:.1} MiB, \
          files {} (baseline {baseline_fds}), connections {}; {:.1} s",
         c.cycle,
@@ -418,6 +431,7 @@ fn line(c: &Cycle, cycles: usize, baseline_fds: u64) -> String {
         c.connect_s,
         c.events,
         c.fill_events,
+        c.fill_s,
         c.silent_closed_after_s
             .map_or("?".into(), |s| format!("{s:.1}")),
         list(&c.hub_disconnects),
@@ -429,20 +443,18 @@ fn line(c: &Cycle, cycles: usize, baseline_fds: u64) -> String {
     )
 }
 
-/// Publishes soak events to the room over one keep-alive connection,
-/// opened again when the hub closes it.
+/// Publishes soak events over one keep-alive connection, opened again
+/// when the hub closes it.
 struct Publisher {
     addr: SocketAddr,
-    room: String,
     bearer: Option<String>,
     http: Option<Http>,
 }
 
 impl Publisher {
-    fn new(addr: SocketAddr, room: &str, bearer: Option<&str>) -> Self {
+    fn new(addr: SocketAddr, bearer: Option<&str>) -> Self {
         Self {
             addr,
-            room: room.to_string(),
             bearer: bearer.map(String::from),
             http: None,
         }
@@ -451,15 +463,15 @@ impl Publisher {
     /// One event with a payload of about `bytes`; fails unless answered
     /// 202. A kept-alive connection the hub closed meanwhile is opened
     /// again, once.
-    fn publish(&mut self, bytes: usize) -> Result<(), String> {
+    fn publish(&mut self, room: &str, bytes: usize) -> Result<(), String> {
         let reused = self.http.is_some();
-        match self.try_publish(bytes) {
-            Err(_) if reused => self.try_publish(bytes),
+        match self.try_publish(room, bytes) {
+            Err(_) if reused => self.try_publish(room, bytes),
             result => result,
         }
     }
 
-    fn try_publish(&mut self, bytes: usize) -> Result<(), String> {
+    fn try_publish(&mut self, room: &str, bytes: usize) -> Result<(), String> {
         let timeout = Duration::from_secs(10);
         let http = match &mut self.http {
             Some(http) => http,
@@ -468,8 +480,7 @@ impl Publisher {
                 .insert(Http::open(self.addr, timeout).map_err(|e| e.to_string())?),
         };
         let body = format!(
-            r#"{{"room":"{}","type":"soak","payload":{{"pad":"{}"}}}}"#,
-            self.room,
+            r#"{{"room":"{room}","type":"soak","payload":{{"pad":"{}"}}}}"#,
             "x".repeat(bytes)
         );
         let request = wire::publish_request(&self.addr.to_string(), &body, self.bearer.as_deref());
@@ -506,6 +517,7 @@ mod tests {
             connect_s: 0.0,
             events: [0; 3],
             fill_events: 0,
+            fill_s: 0.0,
             closes: Tally::new(),
             hub_disconnects: Tally::new(),
             silent_closed_after_s: None,

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::attackers::{self, Ctx, Work};
+use super::attackers::{self, Ctx};
 use super::blocking;
+use super::bounds::{self, AttackReport, Triple};
 use super::procfs;
-use super::target::{self, SPARE_FILES, Start, TargetInfo};
-use super::trim::{self, MallocProbe};
-use super::watch::{Peaks, Phase, Probe, ProbeReport, Sampler};
+use super::target::{self, SPARE_FILES, Start};
+use super::trim;
+use super::watch::{self, Peaks, Phase, Probe, Sampler};
 use crate::config::parse_duration;
 
 /// How often the sampler reads the hub.
@@ -28,12 +29,6 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// The honest client's quiet time before the attack.
 const QUIET: Duration = Duration::from_secs(1);
-/// The honest client's p99 round trip must stay under this during an attack.
-const PROBE_P99_BOUND_MS: f64 = 100.0;
-/// No honest round trip, during the attack or after it, may take longer.
-const PROBE_MAX_BOUND_MS: f64 = 1000.0;
-/// The history bound of a hub not told otherwise (PROTOCOL.md section 5).
-const DEFAULT_MAX_HISTORY_BYTES: u64 = 64 << 20;
 
 /// The attacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -89,17 +84,17 @@ pub(crate) struct AttackArgs {
 
 /// An attack's settings with the defaults for its kind applied.
 #[derive(Debug, Clone, Serialize)]
-struct Shape {
-    kind: Kind,
-    time_s: f64,
-    rss_cap_mib: u64,
-    settle_s: f64,
-    connections: usize,
-    requests: usize,
-    rooms: usize,
-    events: usize,
-    event_bytes: usize,
-    chunk: usize,
+pub(crate) struct Shape {
+    pub kind: Kind,
+    pub time_s: f64,
+    pub rss_cap_mib: u64,
+    pub settle_s: f64,
+    pub connections: usize,
+    pub requests: usize,
+    pub rooms: usize,
+    pub events: usize,
+    pub event_bytes: usize,
+    pub chunk: usize,
 }
 
 impl Shape {
@@ -127,37 +122,6 @@ impl Shape {
             chunk: args.attack_chunk.unwrap_or(1000).max(1),
         })
     }
-}
-
-/// Everything one attack run measured.
-#[derive(Debug, Serialize)]
-struct AttackReport {
-    attack: Kind,
-    shape: Shape,
-    target: TargetInfo,
-    /// `--hub-arg` flags this hub does not have, left out.
-    ignored_hub_args: Vec<String>,
-    seconds: f64,
-    rss_kib: Triple,
-    fds: Triple,
-    /// Seconds after the attacker left until the hub's files were back at
-    /// the baseline (plus the honest client); none within the settle.
-    fds_back_after_s: Option<f64>,
-    /// Open connections by `/health` at the end.
-    connections_after: Option<u64>,
-    work: Work,
-    honest_ping_ms: ProbeReport,
-    malloc: Option<MallocProbe>,
-    bound: String,
-    problems: Vec<String>,
-}
-
-/// A reading before the attack, its peak, and after.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Triple {
-    before: u64,
-    peak: u64,
-    after: u64,
 }
 
 /// Runs the attack `args` names against the hub `start` describes.
@@ -206,7 +170,7 @@ fn execute(
         .ok_or("an attack needs the hub's pid: give --hub-pid with --url")?;
     let addr = target.addr;
     std::thread::sleep(Duration::from_millis(500));
-    let fds_before = settled_fds(pid, None, Duration::from_secs(2));
+    let fds_before = watch::settled_fds(pid, None, Duration::from_secs(2));
     let rss_before = procfs::rss_kib(pid).unwrap_or(0);
     let probe = Probe::start(addr, PROBE_EVERY)?;
     std::thread::sleep(QUIET);
@@ -215,7 +179,7 @@ fn execute(
     probe.set_phase(Phase::Attack);
     eprintln!(
         "bench: attack {} for up to {} s",
-        name(shape.kind),
+        bounds::name(shape.kind),
         shape.time_s
     );
     let started = Instant::now();
@@ -238,14 +202,14 @@ fn execute(
     let left = Instant::now();
     let settle = Duration::from_secs_f64(shape.settle_s);
     // The honest client still holds one file.
-    let back = wait_fds(pid, fds_before + 1, settle).map(|_| left.elapsed().as_secs_f64());
+    let back = watch::wait_fds(pid, fds_before + 1, settle).map(|_| left.elapsed().as_secs_f64());
     if let Some(rest) = settle.checked_sub(left.elapsed()) {
         std::thread::sleep(rest);
     }
     let rss_after = procfs::rss_kib(pid).unwrap_or(0);
     let peaks: Peaks = sampler.stop();
     let honest = probe.stop();
-    let fds_after = settled_fds(pid, Some(fds_before), Duration::from_secs(2));
+    let fds_after = watch::settled_fds(pid, Some(fds_before), Duration::from_secs(2));
     let connections_after = blocking::health_connections(addr);
     let work = work?;
     let malloc =
@@ -274,260 +238,12 @@ fn execute(
         bound: String::new(),
         problems: Vec::new(),
     };
-    let (bound, problems) = verdict(&report, max_history_bytes(hub_args));
+    let (bound, problems) = bounds::verdict(&report, bounds::max_history_bytes(hub_args));
     report.bound = bound;
     report.problems = problems;
     Ok(report)
 }
 
-/// The hub's open files once they stop changing (or equal `want`), read
-/// for at most `limit`; `/health` and closing sockets take a moment.
-fn settled_fds(pid: u32, want: Option<u64>, limit: Duration) -> u64 {
-    let until = Instant::now() + limit;
-    let mut last = procfs::open_fds(pid).unwrap_or(0);
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = procfs::open_fds(pid).unwrap_or(0);
-        if want.map_or(now == last, |w| now == w) || Instant::now() >= until {
-            return now;
-        }
-        last = now;
-    }
-}
-
-/// Waits up to `limit` for the hub's open files to be at most `want`.
-fn wait_fds(pid: u32, want: u64, limit: Duration) -> Option<()> {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if procfs::open_fds(pid).is_some_and(|n| n <= want) {
-            return Some(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// The `--max-history-bytes` given to the hub, else the default.
-fn max_history_bytes(hub_args: &[String]) -> u64 {
-    let mut args = hub_args.iter();
-    while let Some(arg) = args.next() {
-        let value = match arg.strip_prefix("--max-history-bytes") {
-            Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
-            Some("") => args.next().cloned(),
-            _ => None,
-        };
-        if let Some(n) = value.and_then(|v| v.parse().ok()) {
-            return n;
-        }
-    }
-    DEFAULT_MAX_HISTORY_BYTES
-}
-
-/// The bound an attack must keep, in words, and how this run broke it.
-fn verdict(r: &AttackReport, max_history: u64) -> (String, Vec<String>) {
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let growth = mib(r.rss_kib.peak.saturating_sub(r.rss_kib.before));
-    let growth_bound = match r.attack {
-        Kind::HistoryFlood => max_history as f64 * 1.5 / f64::from(1 << 20) + 16.0,
-        _ => 64.0,
-    };
-    let mut bound = format!(
-        "peak RSS within {growth_bound:.0} MiB of the start, files back to {} after, \
-         honest ping p99 under {PROBE_P99_BOUND_MS} ms during the attack and none over \
-         {PROBE_MAX_BOUND_MS} ms during or after",
-        r.fds.before
-    );
-    let mut problems = Vec::new();
-    if growth > growth_bound {
-        problems.push(format!("peak RSS grew {growth:.1} MiB"));
-    }
-    if r.fds.after != r.fds.before {
-        problems.push(format!(
-            "{} files open after, {} before",
-            r.fds.after, r.fds.before
-        ));
-    }
-    if r.honest_ping_ms.attack.p99_ms > PROBE_P99_BOUND_MS {
-        problems.push(format!(
-            "honest ping p99 {} ms during the attack",
-            r.honest_ping_ms.attack.p99_ms
-        ));
-    }
-    let slowest = r.honest_ping_ms.attack.max_ms.max(r.honest_ping_ms.after.max_ms);
-    if slowest > PROBE_MAX_BOUND_MS {
-        problems.push(format!("an honest ping took {slowest} ms"));
-    }
-    if let Some(e) = &r.honest_ping_ms.error {
-        problems.push(format!("the honest client failed: {e}"));
-    }
-    if r.attack == Kind::Pipeline {
-        bound.push_str(", no pipelining connection still open when the hold ended");
-        let held = r
-            .work
-            .hub_fds_before_leaving
-            .map(|n| n.saturating_sub(r.fds.before + 1));
-        if let Some(held) = held.filter(|n| *n > 0) {
-            problems.push(format!(
-                "the hub held {held} of {} connections after {} s",
-                r.work.connections, r.shape.time_s
-            ));
-        }
-    }
-    if r.attack == Kind::ManyRooms {
-        bound.push_str(", the last subscribe answered within 3× the first + 5 ms");
-        if let Some((first, last)) = r.work.first_last_reply_ms
-            && last > 3.0 * first + 5.0
-        {
-            problems.push(format!(
-                "subscribe replies slowed from {first} ms to {last} ms as rooms were added"
-            ));
-        }
-    }
-    (bound, problems)
-}
-
-impl AttackReport {
-    /// The human-readable form.
-    fn table(&self) -> String {
-        use std::fmt::Write as _;
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        let mut out = String::new();
-        let w = &self.work;
-        let _ = writeln!(
-            out,
-            "attack {}: {:.1} s, stopped by {}; {} sent ({:.1} MiB), {} answered, {} connection(s)",
-            name(self.attack),
-            self.seconds,
-            name(w.stopped_by),
-            w.messages_sent,
-            w.bytes_sent as f64 / f64::from(1 << 20),
-            w.answered,
-            w.connections
-        );
-        if let Some(action) = &w.hub_action {
-            let _ = writeln!(
-                out,
-                "  the hub acted after {:.2} s: {action}",
-                w.hub_acted_after_s.unwrap_or(0.0)
-            );
-        }
-        if let Some(rooms) = w.rooms_subscribed {
-            let _ = writeln!(out, "  rooms subscribed: {rooms}");
-        }
-        if let Some(r) = &w.reply_ms {
-            let _ = write!(
-                out,
-                "  reply p50 / p99 / max: {} / {} / {} ms",
-                r.p50_ms, r.p99_ms, r.max_ms
-            );
-            if let Some((first, last)) = w.first_last_reply_ms {
-                let _ = write!(out, " (first {first} ms, last {last} ms)");
-            }
-            out.push('\n');
-        }
-        let r = &self.rss_kib;
-        let _ = writeln!(
-            out,
-            "  hub RSS before / peak / after: {:.1} / {:.1} / {:.1} MiB",
-            mib(r.before),
-            mib(r.peak),
-            mib(r.after)
-        );
-        let f = &self.fds;
-        let _ = writeln!(
-            out,
-            "  hub files before / peak / before leaving / after: {} / {} / {} / {}{}",
-            f.before,
-            f.peak,
-            w.hub_fds_before_leaving
-                .map_or("?".into(), |n| n.to_string()),
-            f.after,
-            self.connections_after
-                .map_or(String::new(), |n| format!("; {n} connections by /health"))
-        );
-        let p = &self.honest_ping_ms;
-        let _ = writeln!(
-            out,
-            "  honest ping p50 / p99 / max ms (pings): quiet {} / {} / {} ({}), attack {} / {} / {} ({}), \
-             after {} / {} / {} ({}){}",
-            p.quiet.p50_ms,
-            p.quiet.p99_ms,
-            p.quiet.max_ms,
-            p.quiet.count,
-            p.attack.p50_ms,
-            p.attack.p99_ms,
-            p.attack.max_ms,
-            p.attack.count,
-            p.after.p50_ms,
-            p.after.p99_ms,
-            p.after.max_ms,
-            p.after.count,
-            if p.timeouts > 0 {
-                format!(" ({} over 5 s)", p.timeouts)
-            } else {
-                String::new()
-            }
-        );
-        if let Some(m) = &self.malloc {
-            let _ = writeln!(
-                out,
-                "  malloc: {} MiB in use, {} MiB held; malloc_trim(0) gave back {} MiB of RSS{}",
-                opt_mib(m.in_use_bytes.map(|b| b >> 10)),
-                opt_mib(m.system_bytes.map(|b| b >> 10)),
-                opt_mib(m.returned_kib),
-                m.error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(" ({e})"))
-            );
-        }
-        if !self.ignored_hub_args.is_empty() {
-            let _ = writeln!(
-                out,
-                "  left out (unknown to this hub): {}",
-                self.ignored_hub_args.join(" ")
-            );
-        }
-        let verdict = if self.problems.is_empty() {
-            "PASS".to_string()
-        } else {
-            format!("FAIL: {}", self.problems.join("; "))
-        };
-        let _ = writeln!(out, "  bound: {}: {verdict}", self.bound);
-        out
-    }
-}
-
-/// How a value serialises (the kebab or snake name of an enum).
-fn name(value: impl Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-fn opt_mib(kib: Option<u64>) -> String {
-    kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
-}
-
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_history_bound_follows_the_hub_flag() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(max_history_bytes(&args(&[])), 64 << 20);
-        assert_eq!(
-            max_history_bytes(&args(&["--send-queue=4", "--max-history-bytes=8388608"])),
-            8 << 20
-        );
-        assert_eq!(
-            max_history_bytes(&args(&["--max-history-bytes", "1048576"])),
-            1 << 20
-        );
-    }
 }

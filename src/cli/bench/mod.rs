@@ -13,14 +13,16 @@
 //! and [`stats`] (percentiles).
 //!
 //! Two other runs share the client and `/proc` parts (docs/limits.md):
-//! `--attack` ([`attack`], with [`attackers`], [`watch`] for the RSS
-//! sampler and the honest client, [`blocking`] for one-thread clients)
+//! `--attack` ([`attack`], with [`attackers`], [`bounds`] for the verdict
+//! and report, [`watch`] for the RSS sampler and the honest client,
+//! [`blocking`] for one-thread clients)
 //! and `--soak` ([`soak`], driving a [`crowd`]); [`trim`] measures what
 //! glibc keeps of the memory the hub freed.
 
 mod attack;
 mod attackers;
 mod blocking;
+mod bounds;
 mod client;
 mod crowd;
 mod phases;

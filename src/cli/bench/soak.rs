@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::blocking::{self, Http};
+use super::blocking::{self, Publisher};
 use super::crowd::{Crowd, CrowdPlan, Order, Tally};
 use super::procfs;
 use super::target::{self, SPARE_FILES, Start, TargetInfo};
 use super::trim::{self, MallocProbe};
-use super::wire;
+use super::watch;
 
 /// Members per source address (each has ~28,000 ephemeral ports).
 const MEMBERS_PER_SOURCE: usize = 2_000;
@@ -137,14 +137,19 @@ pub(crate) fn run(
     } else {
         format!("FAIL: {}", report.problems.join("; "))
     };
-    let growth = report
-        .growth_after_cycle_2_percent
-        .map_or("?".into(), |g| format!("{g:+.1} %"));
+    let growth = report.growth_after_cycle_2_percent.map_or(
+        "not measured (fewer than 3 cycles)".into(),
+        |g| {
+            format!(
+                "RSS after cycles 3-{} vs cycle 2: {g:+.1} %",
+                report.cycles.len()
+            )
+        },
+    );
     eprintln!(
-        "soak: baseline {} files, {:.1} MiB; RSS after cycles 3-{} vs cycle 2: {growth}; {verdict}",
+        "soak: baseline {} files, {:.1} MiB; {growth}; {verdict}",
         report.baseline_fds,
         report.baseline_rss_kib as f64 / 1024.0,
-        report.cycles.len()
     );
     if let Some(m) = &report.malloc {
         eprintln!(
@@ -195,7 +200,7 @@ fn execute(
     let step = Duration::from_secs(args.soak_step_timeout.max(1));
     std::thread::sleep(Duration::from_millis(500));
     let _ = blocking::health_connections(addr);
-    let baseline_fds = settle_fds(pid, None, Duration::from_secs(2));
+    let baseline_fds = watch::settled_fds(pid, None, Duration::from_secs(2));
     let baseline_rss_kib = procfs::rss_kib(pid).unwrap_or(0);
     eprintln!(
         "soak: {} cycles of {n} connections; hub baseline {baseline_fds} files, {:.1} MiB",
@@ -326,7 +331,7 @@ fn one_cycle(
         step,
     );
     let connections = blocking::health_connections(addr);
-    let fds = settle_fds(pid, Some(baseline_fds), Duration::from_secs(2));
+    let fds = watch::settled_fds(pid, Some(baseline_fds), Duration::from_secs(2));
     let disconnects_after = blocking::disconnects(addr, publisher.bearer.as_deref());
     let hub_disconnects = match (disconnects_before, disconnects_after) {
         (Some(before), Some(after)) => after
@@ -366,20 +371,6 @@ fn sources(c: usize, members: usize) -> Vec<IpAddr> {
     (0..count)
         .map(|k| IpAddr::V4(Ipv4Addr::new(127, 3, (c % 250) as u8, k as u8 + 1)))
         .collect()
-}
-
-/// The hub's open files once stable (or equal to `want`), within `limit`.
-fn settle_fds(pid: u32, want: Option<u64>, limit: Duration) -> u64 {
-    let until = Instant::now() + limit;
-    let mut last = procfs::open_fds(pid).unwrap_or(0);
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = procfs::open_fds(pid).unwrap_or(0);
-        if want.map_or(now == last, |w| now == w) || Instant::now() >= until {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// Highest RSS after cycles 3.. over RSS after cycle 2, in percent.
@@ -443,64 +434,6 @@ fn line(c: &Cycle, cycles: usize, baseline_fds: u64) -> String {
     )
 }
 
-/// Publishes soak events over one keep-alive connection, opened again
-/// when the hub closes it.
-struct Publisher {
-    addr: SocketAddr,
-    bearer: Option<String>,
-    http: Option<Http>,
-}
-
-impl Publisher {
-    fn new(addr: SocketAddr, bearer: Option<&str>) -> Self {
-        Self {
-            addr,
-            bearer: bearer.map(String::from),
-            http: None,
-        }
-    }
-
-    /// One event with a payload of about `bytes`; fails unless answered
-    /// 202. A kept-alive connection the hub closed meanwhile is opened
-    /// again, once.
-    fn publish(&mut self, room: &str, bytes: usize) -> Result<(), String> {
-        let reused = self.http.is_some();
-        match self.try_publish(room, bytes) {
-            Err(_) if reused => self.try_publish(room, bytes),
-            result => result,
-        }
-    }
-
-    fn try_publish(&mut self, room: &str, bytes: usize) -> Result<(), String> {
-        let timeout = Duration::from_secs(10);
-        let http = match &mut self.http {
-            Some(http) => http,
-            None => self
-                .http
-                .insert(Http::open(self.addr, timeout).map_err(|e| e.to_string())?),
-        };
-        let body = format!(
-            r#"{{"room":"{room}","type":"soak","payload":{{"pad":"{}"}}}}"#,
-            "x".repeat(bytes)
-        );
-        let request = wire::publish_request(&self.addr.to_string(), &body, self.bearer.as_deref());
-        let answer = http.exchange(&request, Instant::now() + timeout);
-        match answer {
-            Ok(a) if a.status == 202 => {
-                if a.closes {
-                    self.http = None;
-                }
-                Ok(())
-            }
-            Ok(a) => Err(format!("publish answered HTTP {}", a.status)),
-            Err(e) => {
-                self.http = None;
-                Err(format!("publish: {e}"))
-            }
-        }
-    }
-}
-
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -545,7 +478,7 @@ mod tests {
             [
                 "--send-queue=16",
                 "--heartbeat-interval=1s",
-                "--heartbeat-timeout=5s"
+                "--heartbeat-timeout=10s"
             ]
         );
     }

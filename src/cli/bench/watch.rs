@@ -3,7 +3,8 @@
 //! (their peaks, and a flag once memory passes a cap), and a [`Probe`]: an
 //! honest client on its own connection that sends `ping` and times the
 //! `pong`, by phase. The hub is one thread, so a slow `pong` means the hub
-//! thread was busy with the attacker instead.
+//! thread was busy with the attacker instead. Also the bounded waits for
+//! the hub's open files to settle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
@@ -208,6 +209,33 @@ fn probe_loop(mut ws: Ws, every: Duration, stop: &AtomicBool, phase: &AtomicU8) 
 fn is_reply(text: &[u8], reference: &str) -> bool {
     let needle = format!("\"ref\":\"{reference}\"");
     text.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The hub's open files once they stop changing (or equal `want`), read
+/// for at most `limit`; `/health` and closing sockets take a moment.
+pub(crate) fn settled_fds(pid: u32, want: Option<u64>, limit: Duration) -> u64 {
+    let until = Instant::now() + limit;
+    let mut last = procfs::open_fds(pid).unwrap_or(0);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = procfs::open_fds(pid).unwrap_or(0);
+        if want.map_or(now == last, |w| now == w) || Instant::now() >= until {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Waits up to `limit` for the hub's open files to be at most `want`.
+pub(crate) fn wait_fds(pid: u32, want: u64, limit: Duration) -> Option<()> {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if procfs::open_fds(pid).is_some_and(|n| n <= want) {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -28,6 +28,15 @@ bench *ARGS:
 bench-compare:
     bench/compare.sh
 
+# Hostile peers against the hub, RSS and files measured (docs/limits.md); `just attack ping-flood` for one.
+attack *KINDS:
+    bench/attack.sh {{KINDS}}
+
+# Cycles of 10,000 connections coming and going; files and RSS checked (docs/limits.md).
+soak *ARGS:
+    cargo build --release --workspace
+    target/release/wshub-bench --soak {{ARGS}}
+
 # Real-browser tests (installs Chromium and npm packages when missing).
 test-browser:
     tests/browser/run.sh

@@ -11,17 +11,32 @@
 //! test and the file limits), [`procfs`] (memory and CPU from `/proc`),
 //! [`phases`] (one run, phase by phase), [`report`] (the table and JSON)
 //! and [`stats`] (percentiles).
+//!
+//! Two other runs share the client and `/proc` parts (docs/limits.md):
+//! `--attack` ([`attack`], with [`attackers`], [`bounds`] for the verdict
+//! and report, [`watch`] for the RSS sampler and the honest client,
+//! [`blocking`] for one-thread clients)
+//! and `--soak` ([`soak`], driving a [`crowd`]); [`trim`] measures what
+//! glibc keeps of the memory the hub freed.
 
+mod attack;
+mod attackers;
+mod blocking;
+mod bounds;
 mod client;
+mod crowd;
 mod phases;
 mod procfs;
 mod publisher;
 mod record;
 mod report;
+mod soak;
 mod stats;
 mod steady;
 mod subscribers;
 mod target;
+mod trim;
+mod watch;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -124,6 +139,23 @@ struct Options {
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    attack: attack::AttackArgs,
+    #[command(flatten)]
+    soak: soak::SoakArgs,
+}
+
+/// How to reach the server, from the flags; `hub_args` go to a wshub the
+/// bench starts.
+fn start_of(options: &Options, hub_args: Vec<String>) -> Start {
+    match (&options.url, &options.hub_cmd) {
+        (Some(url), _) => Start::Url {
+            url: url.clone(),
+            pid: options.hub_pid,
+        },
+        (None, Some(command)) => Start::Command(command.clone()),
+        (None, None) => Start::Wshub { args: hub_args },
+    }
 }
 
 /// A run's settings with every default applied and checked.
@@ -183,22 +215,12 @@ impl Plan {
                 publishes: args.flood_publishes.unwrap_or(100_000).max(1),
             })
         });
-        let start = match (args.url, args.hub_cmd) {
-            (Some(url), _) => Start::Url {
-                url,
-                pid: args.hub_pid,
-            },
-            (None, Some(command)) => Start::Command(command),
-            (None, None) => {
-                let mut hub_args = args.hub_args;
-                if args.publish_via == Via::Ws && !hub_args.iter().any(|a| a.contains("rate-limit"))
-                {
-                    // One publisher connection sends far above the default 100/s.
-                    hub_args.push("--rate-limit-per-s=0".into());
-                }
-                Start::Wshub { args: hub_args }
-            }
-        };
+        let mut hub_args = args.hub_args.clone();
+        if args.publish_via == Via::Ws && !hub_args.iter().any(|a| a.contains("rate-limit")) {
+            // One publisher connection sends far above the default 100/s.
+            hub_args.push("--rate-limit-per-s=0".into());
+        }
+        let start = start_of(&args, hub_args);
         let source_count = args
             .source_ips
             .unwrap_or(subscribers.div_ceil(SUBSCRIBERS_PER_SOURCE))
@@ -244,6 +266,21 @@ fn main() -> ExitCode {
 /// Runs a benchmark and prints its report; fails on any lost or duplicated
 /// delivery, failed connect or failed publish.
 fn run(args: BenchArgs) -> ExitCode {
+    let options = &args.options;
+    if options.soak.soak {
+        let start = start_of(options, soak::hub_args(&options.hub_args));
+        return soak::run(
+            &options.soak,
+            &start,
+            options.attack.malloc_probe,
+            options.admin_key.as_deref(),
+            options.json,
+        );
+    }
+    if options.attack.attack.is_some() {
+        let start = start_of(options, options.hub_args.clone());
+        return attack::run(&options.attack, &start, &options.hub_args, options.json);
+    }
     let plan = match Plan::from_args(args) {
         Ok(plan) => plan,
         Err(e) => {

@@ -159,6 +159,34 @@ fn bad_setting(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// Raises the soft open-file limit to the hard one: every connection is a
+/// file, and a default soft limit of 1024 would refuse connections long
+/// before `max_connections` (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do; the hard limit is the operator's).
+fn raise_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum && limit.maximum.is_some() {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            from = limit.current,
+            to = limit.maximum,
+            "open-file limit raised"
+        ),
+        Err(e) => tracing::warn!(
+            limit = limit.current,
+            error = %e,
+            "cannot raise the open-file limit; connections past it are refused"
+        ),
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let level = match log_level() {
         Ok(level) => level,
@@ -170,6 +198,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     config.handle_signals = true;
     JsonLines::install(level);
+    raise_file_limit();
     let handle = match wshub::serve(config) {
         Ok(handle) => handle,
         Err(Error::Config(e)) => return bad_setting(&e),

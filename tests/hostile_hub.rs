@@ -222,6 +222,16 @@ fn a_history_flood_pushes_out_the_oldest_events_of_the_whole_hub() {
         );
         assert!(replayed.is_empty());
 
+        // A forgotten room made again continues its seq: a client that saw
+        // flood-1's seq 20 never sees another event numbered 20.
+        let again = hub.publish("flood-1", "blob", json!({})).await;
+        assert_eq!(again["seq"], PER_ROOM + 1, "the seq goes on, not back to 1");
+        let mut late = hub.client("").await;
+        late.send(json!({"type": "subscribe", "rooms": ["flood-1"], "since": {"flood-1": 5}, "epoch": hub.handle().epoch()}))
+            .await;
+        let err = late.expect("error").await;
+        assert_eq!(err["payload"]["code"], "history_unavailable");
+
         // The honest client was never disturbed.
         hub.publish("flood-0", "blob", json!({"n": 21})).await;
         assert_eq!(honest.expect("blob").await["seq"], PER_ROOM + 1);

@@ -137,7 +137,10 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
         );
         let bytes = response.to_bytes(&correlation_id, keep_alive);
         match write_all_within(&mut io, &bytes, stall).await {
-            Ok(()) if keep_alive => {}
+            // Let everyone else run between two pipelined requests: a
+            // peer that sends hundreds in one write would otherwise keep
+            // the executor while the socket takes its answers.
+            Ok(()) if keep_alive => futures_lite::future::yield_now().await,
             Ok(()) => {
                 let _ = io.close().await;
                 return;

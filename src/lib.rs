@@ -56,6 +56,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod connection;
+mod engine;
 mod error;
 mod executor;
 mod http;

@@ -75,9 +75,15 @@ pub(super) struct Db {
     /// until that seq comes again, so a refusal never leaves a gap.
     refused: HashMap<String, u64>,
     history_size: u64,
+    /// Debug builds only: while this file exists, writes fail as on a full
+    /// disk (the run-time failure tests' fault hook).
+    fail_writes_while: Option<PathBuf>,
     /// Held (locked) while the database is open.
     _lock: File,
 }
+
+/// The fault hook's variable, honoured by debug builds only.
+const FAIL_WRITES_ENV: &str = "WSHUB_TEST_FAIL_WRITES_WHILE";
 
 /// What opening a store found, for the start-up log.
 #[derive(Debug)]
@@ -200,6 +206,9 @@ impl Db {
             rooms: HashMap::new(),
             refused: HashMap::new(),
             history_size: history_size as u64,
+            fail_writes_while: std::env::var_os(FAIL_WRITES_ENV)
+                .filter(|_| cfg!(debug_assertions))
+                .map(PathBuf::from),
             _lock: lock,
         };
         let recovered = db.load().map_err(not_ours)?;
@@ -337,6 +346,7 @@ impl Db {
                     }
                 }
             }
+            injected_failure(self.fail_writes_while.as_deref())?;
             tx.commit()
         })();
         match outcome {
@@ -451,9 +461,24 @@ impl Db {
                 [" ".repeat(4096)],
             )?;
             tx.execute("DELETE FROM meta WHERE name = 'probe'", [])?;
+            injected_failure(self.fail_writes_while.as_deref())?;
             tx.commit()
         };
         run().map_err(|e| EngineError::new(format!("the store cannot write: {e}")))
+    }
+}
+
+/// A full disk, as SQLite reports it, while the fault hook's file exists.
+fn injected_failure(while_exists: Option<&Path>) -> rusqlite::Result<()> {
+    match while_exists {
+        Some(path) if path.exists() => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(format!(
+                "database or disk is full (injected: {} exists)",
+                path.display()
+            )),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -55,9 +55,8 @@ pub(crate) type Sink = Box<dyn Fn(Vec<Answer>) -> bool + Send>;
 ///   memory engine works in place, the store queues to its own thread and
 ///   answers through its [`Sink`].
 /// - **Bounds.** An engine holds at most `history_size` events per room,
-///   none older than `history_ttl`, idempotency keys for
-///   [`IDEMPOTENCY_WINDOW`](crate::hub) at most; a room with no events left
-///   is forgotten. `max_history_bytes` bounds only what the hub holds in
+///   none older than `history_ttl`, idempotency keys for their five
+///   minutes (100,000 at most); a room with no events left is forgotten. `max_history_bytes` bounds only what the hub holds in
 ///   memory.
 pub(crate) trait Engine: fmt::Debug + Send {
     /// The engine's name for logs and `/health`: `memory` or `store`.

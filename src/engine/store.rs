@@ -98,9 +98,14 @@ impl Store {
     }
 
     fn queue(&self, request: Request) -> Progress {
-        match self.requests.as_ref().map(|tx| tx.send(request)) {
-            Some(Ok(())) => Progress::Queued,
-            _ => Progress::Refused(EngineError::new("the store thread has stopped")),
+        let sent = self
+            .requests
+            .as_ref()
+            .is_some_and(|tx| tx.send(request).is_ok());
+        if sent {
+            Progress::Queued
+        } else {
+            Progress::Refused(EngineError::new("the store thread has stopped"))
         }
     }
 }

@@ -153,6 +153,7 @@ impl Db {
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
+             PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 16777216;",
         )
         .map_err(not_ours)?;
@@ -449,6 +450,15 @@ impl Db {
             rooms.push((room, row.oldest));
         }
         Ok(rooms)
+    }
+
+    /// Copies the log into the database file and lets the log start
+    /// again from its start (overwriting, not growing the file). Run by the store thread's tick rather than inside a commit
+    /// (SQLite's default), so no publish waits for it.
+    pub fn checkpoint(&mut self) -> Result<(), EngineError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .map_err(|e| EngineError::new(format!("the store cannot checkpoint: {e}")))
     }
 
     /// A small write and its sync, to see whether the disk takes writes.

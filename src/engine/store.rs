@@ -8,7 +8,9 @@
 //!
 //! Every second (or sooner, for a short `history_ttl`) the thread also
 //! removes events older than `history_ttl` and keys past their window,
-//! and, while writes fail, tries a small one to notice the disk is back.
+//! copies the write-ahead log into the database (a checkpoint, kept out of
+//! the commits so that no publish waits for one), and, while writes fail,
+//! tries a small one to notice the disk is back.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -193,7 +195,7 @@ fn run(mut db: Db, requests: &Receiver<Request>, sink: &Sink, ttl: Duration) {
             next_tick = Instant::now() + tick;
             let started = Instant::now();
             let before = (!ttl.is_zero()).then(|| unix_ms().saturating_sub(ttl.as_millis() as u64));
-            match db.expire(before) {
+            match db.expire(before).and_then(|rooms| db.checkpoint().map(|()| rooms)) {
                 Ok(rooms) => {
                     answers.push(Answer::Timing {
                         op: "expire",

@@ -12,7 +12,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
     .ci/check-links
 
 # Everything CI runs, including installs and browser tests.
@@ -21,11 +21,21 @@ ci:
 
 # The benchmark (see BENCHMARKS.md); `just bench --smoke` for a quick check.
 bench *ARGS:
-    cargo run --release -- bench {{ARGS}}
+    cargo build --release --workspace
+    target/release/wshub-bench {{ARGS}}
 
 # wshub against the Node ws and axum peers and the floor program, with ratios.
 bench-compare:
     bench/compare.sh
+
+# Hostile peers against the hub, RSS and files measured (docs/limits.md); `just attack ping-flood` for one.
+attack *KINDS:
+    bench/attack.sh {{KINDS}}
+
+# Cycles of 10,000 connections coming and going; files and RSS checked (docs/limits.md).
+soak *ARGS:
+    cargo build --release --workspace
+    target/release/wshub-bench --soak {{ARGS}}
 
 # Real-browser tests (installs Chromium and npm packages when missing).
 test-browser:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the same `wshub bench` against wshub, the two peers (Node ws, tokio +
+# Runs the same `wshub-bench` against wshub, the two peers (Node ws, tokio +
 # axum) and the floor, RUNS times each, interleaved, and prints the medians
 # and each server's ratio to wshub (and to the floor for CPU per delivery).
 #
@@ -30,7 +30,7 @@ mkdir -p "$OUT"
 say() { printf '=== %s\n' "$*" >&2; }
 
 say "building wshub, the peers and the floor"
-cargo build --release --quiet
+cargo build --release --workspace --quiet
 (cd bench/peers/axum && cargo build --release --quiet)
 (cd bench/floor && cargo build --release --quiet)
 (cd bench/peers/node-ws && npm ci --silent --no-audit --no-fund)
@@ -49,11 +49,11 @@ for run in $(seq 1 "$RUNS"); do
     for server in $SERVERS; do
         cmd=$(command_for "$server")
         say "run $run/$RUNS: $server, $SUBSCRIBERS subscribers"
-        args=(bench --json -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE"
+        args=(--json -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE"
               --payload-bytes "$PAYLOAD" --flood --flood-time "$FLOOD_TIME")
         if [ -n "$cmd" ]; then args+=(--hub-cmd "$cmd"); fi
         # shellcheck disable=SC2086 # EXTRA is a list of flags
-        if ! target/release/wshub "${args[@]}" $EXTRA >"$OUT/$server-$run.json"; then
+        if ! target/release/wshub-bench "${args[@]}" $EXTRA >"$OUT/$server-$run.json"; then
             say "$server run $run reported a failure (kept in $OUT/$server-$run.json)"
         fi
         sleep 2 # let sockets of the last run leave TIME_WAIT pressure behind

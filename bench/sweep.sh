@@ -23,7 +23,7 @@ mkdir -p "$OUT"
 say() { printf '=== %s\n' "$*" >&2; }
 
 say "building"
-cargo build --release --quiet
+cargo build --release --workspace --quiet
 case " $SERVERS " in *" axum "*) (cd bench/peers/axum && cargo build --release --quiet) ;; esac
 case " $SERVERS " in *" node-ws "*) (cd bench/peers/node-ws && npm ci --silent --no-audit --no-fund) ;; esac
 
@@ -41,9 +41,9 @@ for n in $COUNTS; do
     for server in $SERVERS; do
         cmd=$(command_for "$server")
         say "$server, $n subscribers"
-        args=(bench --json -n "$n" --publishes "$PUBLISHES" --rate "$RATE")
+        args=(--json -n "$n" --publishes "$PUBLISHES" --rate "$RATE")
         if [ -n "$cmd" ]; then args+=(--hub-cmd "$cmd"); fi
-        if ! target/release/wshub "${args[@]}" >"$OUT/$server-$n.json"; then
+        if ! target/release/wshub-bench "${args[@]}" >"$OUT/$server-$n.json"; then
             say "$server at $n reported a failure (kept in $OUT/$server-$n.json)"
         fi
         sleep 2

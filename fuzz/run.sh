@@ -5,7 +5,7 @@
 # BENCHMARKS.md or docs/limits.md.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]    # no TARGET: every target
-#   FUZZ_FEATURES=section11 fuzz/run.sh 60 parse_head upgrade_request
+#   fuzz/run.sh 60 parse_head upgrade_request
 #
 # FUZZ_FEATURES is passed to `cargo fuzz --features`; FUZZ_RESULTS names
 # the results file (default fuzz/results/<UTC time>.md). The table is also

@@ -28,31 +28,37 @@
 //!
 //! # Layout
 //!
-//! The data flows in one direction, and the modules follow it:
+//! The data flows in one direction, and the modules follow it (imports run
+//! only downwards; ARCHITECTURE.md draws the graph):
 //!
-//! - [`config`]: the settings, their defaults and sources.
-//! - [`protocol`]: wire types, the client-message decoder, the encoder.
 //! - `server`: binds the socket, runs the hub thread's one executor with the
-//!   accept loop, and hands out the [`Handle`].
-//! - `http`: request heads, the HTTP routes, the WebSocket upgrade.
-//! - `connection`: one WebSocket: RFC 6455 frame decoding, a reader and a
-//!   writer task, and the `Outlet` through which the hub hands it messages
-//!   (written at once to an idle socket, queued for the writer otherwise).
+//!   accept loop and the drain, and hands out the [`Handle`].
+//! - `http`: request heads, `Host` and `Origin`, the HTTP routes, the
+//!   WebSocket upgrade.
+//! - `connection`: one WebSocket's reader and writer tasks, RFC 6455 frame
+//!   decoding and the bounded input buffer.
 //! - [`hub`]: the task that owns connections, rooms, history and counters,
 //!   reached only through commands on an async channel.
-//! - [`auth`] (JWT, room patterns), `schema` (event schemas), [`metrics`]
-//!   (Prometheus text), `log` (JSON lines on stderr), `net` (what counts as
-//!   a loopback peer).
-//! - [`testing`]: a hub on an ephemeral port and a WebSocket test client.
-//! - `cli`: the command line: `serve`, `token`, `listen`, `publish`, `bench`.
+//! - `outlet`: the hub's end of a connection (written at once to an idle
+//!   socket, queued for the writer otherwise).
+//! - [`protocol`]: wire types, the client-message decoder, the encoder and
+//!   frame builders.
+//! - [`config`] (every setting, declared once), [`auth`] (JWT, room
+//!   patterns), `schema` (event schemas), [`metrics`] (Prometheus text),
+//!   [`log`] (the JSON-lines `tracing` subscriber), `net` (what counts as a
+//!   loopback peer), `shutdown` (the drain signal).
+//! - [`client`]: a Rust client of a hub (connect, resume, reconnect), and
+//!   [`testing`], a hub on an ephemeral port with bounded test helpers.
 //!
-//! ARCHITECTURE.md tells where this goes beyond DESIGN.md, and why.
+//! The command line (`serve`, `token`, `listen`, `publish`) is the binary's
+//! own; the load generator is the `wshub-bench` workspace member.
+//!
+//! ARCHITECTURE.md tells where this goes beyond the original design, and why.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod auth;
-pub mod cli;
 pub mod client;
 pub mod config;
 mod connection;

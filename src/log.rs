@@ -121,14 +121,12 @@ impl<T: Serialize> fmt::Display for Json<T> {
 }
 
 /// `value` as a JSON field of an event: `tracing::info!(rooms = as_json(&rooms), "…")`.
-pub(crate) fn as_json<T: Serialize>(value: T) -> tracing::field::DisplayValue<Json<T>> {
+pub fn as_json<T: Serialize>(value: T) -> tracing::field::DisplayValue<Json<T>> {
     tracing::field::display(Json(value))
 }
 
 /// [`as_json`] for a field that is left out when there is no value.
-pub(crate) fn opt_json<T: Serialize>(
-    value: Option<T>,
-) -> Option<tracing::field::DisplayValue<Json<T>>> {
+pub fn opt_json<T: Serialize>(value: Option<T>) -> Option<tracing::field::DisplayValue<Json<T>>> {
     value.map(as_json)
 }
 

@@ -1,6 +1,9 @@
-//! The `wshub` binary: everything lives in the library's `cli` module, so
-//! the binary and an embedding program run the same hub.
+//! The `wshub` binary: the command line (`cli`) over the library. The
+//! library runs the hub; the binary parses flags, installs the log
+//! subscriber, and decides the exit status.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    wshub::cli::main()
+    cli::main()
 }

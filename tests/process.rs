@@ -447,6 +447,21 @@ fn minted_tokens_are_accepted_by_a_hub_with_the_same_secret() {
     let (status, stderr) = refuse(&["token", "--sub", "x"], &[("WSHUB_JWT_SECRET", "")]);
     assert_eq!(status, 2, "{stderr}");
     assert!(stderr.contains("secret"), "{stderr}");
+    // A lifetime past the year 9999 would mint a token the hub refuses.
+    let (status, stderr) = refuse(
+        &[
+            "token",
+            "--sub",
+            "x",
+            "--secret",
+            "s",
+            "--ttl",
+            "999999999999",
+        ],
+        &[],
+    );
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("\"setting\":\"ttl\""), "{stderr}");
 }
 
 #[test]
@@ -485,4 +500,36 @@ fn binding_beyond_loopback_without_credentials_warns_loudly() {
         before_start.iter().all(|l| !l.contains("\"warn\"")),
         "{before_start:?}"
     );
+}
+
+#[test]
+fn the_hub_raises_its_open_file_limit_to_the_hard_limit() {
+    // Started under a low soft limit, as a default shell gives.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" --bind 127.0.0.1:0 --stdin-events")
+        .arg(env!("CARGO_BIN_EXE_wshub"))
+        .env_remove("WSHUB_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wshub under sh");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("a listening line");
+    assert!(line.contains("\"listening\""), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line")
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(files[0], files[1], "soft raised to hard: {limits}");
+    drop(child.stdin.take()); // stdin closes: the hub drains and exits
+    assert!(child.wait().unwrap().success());
 }

@@ -1,11 +1,9 @@
 //! The head rules of PROTOCOL.md section 11 as an oracle, shared by the
-//! targets that parse heads; compiled with `--features section11`.
+//! targets that parse heads.
 
-/// A head the parser accepts has exactly one `Host`, and its
-/// `Content-Length` values are digits only and, repeated, equal.
-pub fn assert_head_rules(headers: &[(String, String)]) {
-    let hosts = headers.iter().filter(|(n, _)| n == "host").count();
-    assert_eq!(hosts, 1, "a head with {hosts} Host headers was accepted");
+/// A head the parser accepts has `Content-Length` values that are digits
+/// only and, repeated, equal (the parser refuses any other).
+pub fn assert_content_length_rules(headers: &[(String, String)]) {
     let lengths: Vec<&str> = headers
         .iter()
         .filter(|(n, _)| n == "content-length")
@@ -23,4 +21,11 @@ pub fn assert_head_rules(headers: &[(String, String)]) {
         lengths.windows(2).all(|w| number(w[0]) == number(w[1])),
         "unequal Content-Length {lengths:?} were accepted"
     );
+}
+
+/// A request the hub serves has exactly one `Host` (the route's or the
+/// upgrade's check refuses any other).
+pub fn assert_one_host(headers: &[(String, String)]) {
+    let hosts = headers.iter().filter(|(n, _)| n == "host").count();
+    assert_eq!(hosts, 1, "a request with {hosts} Host headers was served");
 }

@@ -1,18 +1,16 @@
 //! Fuzzes a whole `/ws` request as the hub reads it, without a hub: the
-//! head parser, then the upgrade check (method, headers, key, version,
-//! subprotocol, `?rooms=`, Origin, token). Any bytes give "more, please",
+//! head parser, then the upgrade check (Host, method, headers, key,
+//! version, subprotocol, `?rooms=`, Origin, token). Any bytes give "more, please",
 //! a head error, an accepted upgrade whose every part is well-formed, or a
 //! refusal with one of section 2's statuses and codes; never a panic.
 //!
 //! The first byte picks the hub: odd is anonymous, even has `jwt_secret`
 //! `fuzz-secret` (the seeds carry tokens signed with it, valid to 9999).
 //!
-//! With `--features section11` the target also holds the head to the
-//! section 11 rules (one `Host`, `Content-Length` digits only and equal
-//! when repeated): on once the head-parser rules are merged.
+//! The section 11 rules hold too: `Content-Length` digits only and equal
+//! when repeated in any parsed head, one allowed `Host` in any accepted one.
 #![no_main]
 
-#[cfg(feature = "section11")]
 mod section11;
 
 use libfuzzer_sys::fuzz_target;
@@ -32,10 +30,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(len <= bytes.len());
-    #[cfg(feature = "section11")]
-    section11::assert_head_rules(&request.headers);
+    section11::assert_content_length_rules(&request.headers);
     match check_upgrade(&request, &config) {
         Ok(accepted) => {
+            section11::assert_one_host(&request.headers);
             assert_eq!(request.method, "GET");
             assert_eq!(request.minor_version, 1);
             assert_eq!(accepted.accept_key.len(), 28, "base64 of a SHA-1");
@@ -58,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
                     InvalidToken,
                     TokenExpired,
                     OriginNotAllowed,
+                    HostNotAllowed,
                     Forbidden,
                 ],
                 status => panic!("status {status} from the upgrade check"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::client::{Client, Subscriber, Update, http};
-use crate::log::as_json;
+use wshub::client::{Client, Subscriber, Update, http};
+use wshub::log::as_json;
 
 /// How long `publish` waits for the hub's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +108,8 @@ pub(crate) fn listen(args: ListenArgs) -> ExitCode {
                         return ExitCode::SUCCESS;
                     }
                 }
+                // Updates a later version adds are not this command's.
+                _ => {}
             }
         }
         ExitCode::SUCCESS

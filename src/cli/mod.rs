@@ -1,7 +1,6 @@
 //! The `wshub` command line: `serve` (the default), `token`, and the
 //! client tools. Flags mirror the settings of PROTOCOL.md section 8.
 
-mod bench;
 mod client;
 mod stdin;
 
@@ -12,10 +11,10 @@ use std::process::ExitCode;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 
-use crate::auth::{Claims, mint, unix_now};
-use crate::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
-use crate::error::Error;
-use crate::log::{JsonLines, as_json};
+use wshub::Error;
+use wshub::auth::{Claims, mint, unix_now};
+use wshub::config::{Config, ConfigError, LogLevel, SETTINGS, parse_duration};
+use wshub::log::{JsonLines, as_json};
 
 /// Exit status for a bad setting or argument.
 const EXIT_USAGE: u8 = 2;
@@ -42,8 +41,6 @@ enum CliCommand {
     Listen(client::ListenArgs),
     /// Publish one event over HTTP or WebSocket and print the reply.
     Publish(client::PublishArgs),
-    /// Measure a hub: subscribers, publish latency, flood rate, memory.
-    Bench(bench::BenchArgs),
 }
 
 /// The hub's settings as flags, one per row of [`SETTINGS`]; each also reads
@@ -142,7 +139,6 @@ pub fn main() -> ExitCode {
             JsonLines::install(LogLevel::Info);
             client::publish(args)
         }
-        Some(CliCommand::Bench(args)) => bench::run(args),
     }
 }
 
@@ -156,11 +152,39 @@ fn log_level() -> Result<LogLevel, ConfigError> {
 /// Prints a setting error as a JSON log line and returns exit status 2.
 fn bad_setting(e: &ConfigError) -> ExitCode {
     // Before a subscriber may exist: printed through one of its own.
-    let lines = crate::log::JsonLines::new(LogLevel::Error);
+    let lines = wshub::log::JsonLines::new(LogLevel::Error);
     tracing::subscriber::with_default(lines, || {
         tracing::error!(setting = e.setting.as_str(), "{e}");
     });
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Raises the soft open-file limit to the hard one: every connection is a
+/// file, and a default soft limit of 1024 would refuse connections long
+/// before `max_connections` (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do; the hard limit is the operator's).
+fn raise_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum && limit.maximum.is_some() {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            from = limit.current,
+            to = limit.maximum,
+            "open-file limit raised"
+        ),
+        Err(e) => tracing::warn!(
+            limit = limit.current,
+            error = %e,
+            "cannot raise the open-file limit; connections past it are refused"
+        ),
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -174,7 +198,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     config.handle_signals = true;
     JsonLines::install(level);
-    let handle = match crate::serve(config) {
+    raise_file_limit();
+    let handle = match wshub::serve(config) {
         Ok(handle) => handle,
         Err(Error::Config(e)) => return bad_setting(&e),
         Err(e) => {
@@ -226,9 +251,16 @@ fn token(args: TokenArgs) -> ExitCode {
                 .collect()
         })
     };
+    let exp = (unix_now() + ttl.as_secs_f64()).floor();
+    if exp > wshub::auth::MAX_NUMERIC_DATE as f64 {
+        return bad_setting(&ConfigError::new(
+            "ttl",
+            "ends after the year 9999, which the hub refuses; give a shorter --ttl",
+        ));
+    }
     let claims = Claims {
         sub: args.sub,
-        exp: (unix_now() + ttl.as_secs_f64()).floor(),
+        exp,
         rooms: list(args.rooms),
         publish: list(args.publish),
         admin: args.admin,

@@ -5,10 +5,10 @@
 use std::io::BufRead;
 use std::time::Duration;
 
-use crate::error::Error;
-use crate::log::as_json;
-use crate::protocol::Publish;
-use crate::server::Handle;
+use wshub::Error;
+use wshub::Handle;
+use wshub::log::as_json;
+use wshub::protocol::Publish;
 
 /// Publishes every line of `input`, then shuts the hub down.
 pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead) {

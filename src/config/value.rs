@@ -143,18 +143,27 @@ fn non_empty(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_origins(items: &[String]) -> Result<AllowedOrigins, String> {
+/// The trimmed, non-empty items of an allowlist, or `None` for `*` (any);
+/// an empty list is refused, naming what it should list.
+pub(crate) fn list_or_star<'a>(
+    items: &'a [String],
+    what: &str,
+) -> Result<Option<Vec<&'a str>>, String> {
     let items: Vec<&str> = items
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .collect();
     if items.is_empty() {
-        return Err("must list at least one origin, or `*`".into());
+        return Err(format!("must list at least one {what}, or `*`"));
     }
-    if items.contains(&"*") {
+    Ok((!items.contains(&"*")).then_some(items))
+}
+
+fn parse_origins(items: &[String]) -> Result<AllowedOrigins, String> {
+    let Some(items) = list_or_star(items, "origin")? else {
         return Ok(AllowedOrigins::Any);
-    }
+    };
     items
         .iter()
         .map(|o| {

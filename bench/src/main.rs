@@ -1,4 +1,4 @@
-//! `wshub bench`: drives a hub with many subscribers and measures it —
+//! `wshub-bench`: drives a hub with many subscribers and measures it —
 //! connect rate, publish-to-last-subscriber time, per-delivery latency,
 //! flood throughput, lost or duplicated deliveries, the hub's memory per
 //! connection and its CPU per delivery. BENCHMARKS.md shows how to read it.
@@ -11,47 +11,63 @@
 //! test and the file limits), [`procfs`] (memory and CPU from `/proc`),
 //! [`phases`] (one run, phase by phase), [`report`] (the table and JSON)
 //! and [`stats`] (percentiles).
+//!
+//! Two other runs share the client and `/proc` parts (docs/limits.md):
+//! `--attack` ([`attack`], with [`attackers`], [`bounds`] for the verdict
+//! and report, [`watch`] for the RSS sampler and the honest client,
+//! [`blocking`] for one-thread clients)
+//! and `--soak` ([`soak`], driving a [`crowd`]); [`trim`] measures what
+//! glibc keeps of the memory the hub freed.
 
+mod attack;
+mod attackers;
+mod blocking;
+mod bounds;
 mod client;
+mod crowd;
 mod phases;
 mod procfs;
 mod publisher;
 mod record;
 mod report;
+mod soak;
 mod stats;
 mod steady;
 mod subscribers;
 mod target;
+mod trim;
+mod watch;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 
-use crate::config::parse_duration;
 use publisher::Via;
 use target::Start;
+use wshub::config::parse_duration;
 
 /// Exit status for an argument that cannot work (the run did not start).
 const EXIT_USAGE: u8 = 2;
 /// Subscribers per source address when `--source-ips` is not given.
 const SUBSCRIBERS_PER_SOURCE: usize = 2_000;
 
-/// Settings of a benchmark run.
+/// Measure a wshub hub: subscribers, publish latency, flood rate, memory.
 ///
-/// Without `--url` or `--hub-cmd` the bench starts this binary's `serve` as
-/// a child process on an ephemeral port (so the hub's memory and CPU are
-/// its own, and each process has the whole file limit).
-#[derive(Debug, Args)]
+/// Without `--url` or `--hub-cmd` the bench starts `wshub serve` (the
+/// binary in `$WSHUB_BIN`, or the `wshub` beside this one) as a child
+/// process on an ephemeral port, so the hub's memory and CPU are its own
+/// and each process has the whole file limit.
+#[derive(Debug, Parser)]
+#[command(name = "wshub-bench", version)]
 pub(crate) struct BenchArgs {
-    // Boxed: the flags are many, and the `Command` enum holds this inline.
     #[command(flatten)]
     options: Box<Options>,
 }
 
-/// The flags of `wshub bench`.
+/// The flags of `wshub-bench`.
 #[derive(Debug, Args)]
 struct Options {
     /// A running hub's base URL, e.g. http://127.0.0.1:8000
@@ -102,7 +118,7 @@ struct Options {
     /// Bearer key for publishing, when the hub has an admin_key
     #[arg(long, value_name = "KEY")]
     admin_key: Option<String>,
-    /// The room [default: bench-<random>, so seqs start at 1]
+    /// The room (default: a fresh `bench-…` name, so seqs start at 1)
     #[arg(long)]
     room: Option<String>,
     /// Also run the flood phase: publish as fast as possible, count deliveries
@@ -126,6 +142,23 @@ struct Options {
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    attack: attack::AttackArgs,
+    #[command(flatten)]
+    soak: soak::SoakArgs,
+}
+
+/// How to reach the server, from the flags; `hub_args` go to a wshub the
+/// bench starts.
+fn start_of(options: &Options, hub_args: Vec<String>) -> Start {
+    match (&options.url, &options.hub_cmd) {
+        (Some(url), _) => Start::Url {
+            url: url.clone(),
+            pid: options.hub_pid,
+        },
+        (None, Some(command)) => Start::Command(command.clone()),
+        (None, None) => Start::Wshub { args: hub_args },
+    }
 }
 
 /// A run's settings with every default applied and checked.
@@ -185,25 +218,15 @@ impl Plan {
                 publishes: args.flood_publishes.unwrap_or(100_000).max(1),
             })
         });
-        let start = match (args.url, args.hub_cmd) {
-            (Some(url), _) => Start::Url {
-                url,
-                pid: args.hub_pid,
-            },
-            (None, Some(command)) => Start::Command(command),
-            (None, None) => {
-                let mut hub_args = args.hub_args;
-                if let Some(store) = &args.store {
-                    hub_args.push(format!("--store={}", store.display()));
-                }
-                if args.publish_via == Via::Ws && !hub_args.iter().any(|a| a.contains("rate-limit"))
-                {
-                    // One publisher connection sends far above the default 100/s.
-                    hub_args.push("--rate-limit-per-s=0".into());
-                }
-                Start::Wshub { args: hub_args }
-            }
-        };
+        let mut hub_args = args.hub_args.clone();
+        if let Some(store) = &args.store {
+            hub_args.push(format!("--store={}", store.display()));
+        }
+        if args.publish_via == Via::Ws && !hub_args.iter().any(|a| a.contains("rate-limit")) {
+            // One publisher connection sends far above the default 100/s.
+            hub_args.push("--rate-limit-per-s=0".into());
+        }
+        let start = start_of(&args, hub_args);
         let source_count = args
             .source_ips
             .unwrap_or(subscribers.div_ceil(SUBSCRIBERS_PER_SOURCE))
@@ -239,12 +262,31 @@ fn source_address(i: usize) -> IpAddr {
 }
 
 fn room_ok(room: &str) -> bool {
-    crate::protocol::is_valid_room(room)
+    wshub::protocol::is_valid_room(room)
+}
+
+fn main() -> ExitCode {
+    run(BenchArgs::parse())
 }
 
 /// Runs a benchmark and prints its report; fails on any lost or duplicated
 /// delivery, failed connect or failed publish.
-pub(crate) fn run(args: BenchArgs) -> ExitCode {
+fn run(args: BenchArgs) -> ExitCode {
+    let options = &args.options;
+    if options.soak.soak {
+        let start = start_of(options, soak::hub_args(&options.hub_args));
+        return soak::run(
+            &options.soak,
+            &start,
+            options.attack.malloc_probe,
+            options.admin_key.as_deref(),
+            options.json,
+        );
+    }
+    if options.attack.attack.is_some() {
+        let start = start_of(options, options.hub_args.clone());
+        return attack::run(&options.attack, &start, &options.hub_args, options.json);
+    }
     let plan = match Plan::from_args(args) {
         Ok(plan) => plan,
         Err(e) => {
@@ -282,18 +324,11 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        bench: BenchArgs,
-    }
 
     fn plan(args: &[&str]) -> Result<Plan, String> {
-        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+        let args = BenchArgs::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        Plan::from_args(cli.bench)
+        Plan::from_args(args)
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! What the bench reads from `/proc`: a process's resident memory and CPU
-//! time, its threads' CPU time, the machine's busy time, file limits and
-//! the ephemeral port range. Every reader returns `None` rather than fail,
+//! What the bench reads from `/proc`: a process's resident memory, open
+//! files and CPU time, its threads' CPU time, the machine's busy time, file
+//! limits and the ephemeral port range. Every reader returns `None` rather than fail,
 //! so a report can say "unknown" when a process is gone or not Linux.
 
 use std::fs;
@@ -17,6 +17,11 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 fn status_field(status: &str, name: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(name))?;
     line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub(crate) fn open_fds(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
 /// User plus system CPU ticks of a process or thread, from a `stat` file.
@@ -126,6 +131,7 @@ mod tests {
     fn this_process_is_readable() {
         let pid = std::process::id();
         assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        assert!(open_fds(pid).is_some_and(|n| n >= 3));
         assert!(process_ticks(pid).is_some());
         assert!(open_file_limits("self").is_some());
         assert!(machine_ticks().is_some());

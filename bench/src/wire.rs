@@ -16,7 +16,7 @@ pub(crate) const MAX_FRAME_BYTES: u64 = 16 << 20;
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// WebSocket opcodes, as the hub defines them.
-pub(crate) use crate::protocol::opcode;
+pub(crate) use wshub::protocol::opcode;
 
 /// Why a peer's bytes were not what a hub must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Result<Option<Frame>, WireError> {
 
 /// A masked client frame (FIN set) carrying `payload`.
 pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    crate::protocol::masked_frame(0x80 | opcode, payload, fastrand::u32(..).to_be_bytes())
+    wshub::protocol::masked_frame(0x80 | opcode, payload, fastrand::u32(..).to_be_bytes())
 }
 
 /// The status code of a close frame's payload (1005 when it has none).

@@ -25,12 +25,31 @@ const RAISED_ENV: &str = "WSHUB_BENCH_NOFILE_RAISED";
 /// Files a process needs beyond one per connection (listener, stdio, epoll, ...).
 pub(crate) const SPARE_FILES: u64 = 64;
 
+/// The `wshub` binary to start: `$WSHUB_BIN`, or the one beside this
+/// executable (`cargo build --release --workspace` puts both in
+/// `target/release`).
+fn hub_binary() -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os("WSHUB_BIN") {
+        return Ok(path.into());
+    }
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let beside = me.with_file_name("wshub");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(format!(
+            "no wshub binary at {}: build it (`cargo build --release --workspace`) or set WSHUB_BIN",
+            beside.display()
+        ))
+    }
+}
+
 /// How the bench reaches the server.
 #[derive(Debug)]
 pub(crate) enum Start {
     /// A running server at a URL.
     Url { url: String, pid: Option<u32> },
-    /// This binary's `serve` with extra flags.
+    /// `wshub serve` with extra flags.
     Wshub { args: Vec<String> },
     /// A shell command, to which ` --bind 127.0.0.1:0` is appended.
     Command(String),
@@ -77,8 +96,7 @@ impl Target {
                 })
             }
             Start::Wshub { args } => {
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot find this binary to start a hub: {e}"))?;
+                let exe = hub_binary()?;
                 let mut command = Command::new(&exe);
                 command
                     .arg("serve")
@@ -214,6 +232,49 @@ pub(crate) fn parse_url(url: &str) -> Result<SocketAddr, String> {
         .ok_or_else(bad)
 }
 
+/// Starts the target like [`Target::start`], first leaving out the
+/// `--hub-arg` flags the hub binary's `serve` does not know (a limit that a
+/// later build adds, say), so one command line works on builds before and
+/// after it. Returns the target and the flags left out.
+pub(crate) fn start_tolerant(start: &Start) -> Result<(Target, Vec<String>), String> {
+    let Start::Wshub { args } = start else {
+        return Target::start(start).map(|t| (t, Vec::new()));
+    };
+    let help = Command::new(hub_binary()?)
+        .args(["serve", "--help"])
+        .output()
+        .map_err(|e| format!("cannot run `serve --help`: {e}"))?;
+    let (known, unknown) = split_known(args, &String::from_utf8_lossy(&help.stdout));
+    for flag in &unknown {
+        eprintln!("bench: this hub has no `{flag}`; starting it without");
+    }
+    let target = Target::start(&Start::Wshub { args: known })?;
+    Ok((target, unknown))
+}
+
+/// Splits flags into those whose name `help` lists and those it does not;
+/// a value given as its own argument goes with its flag.
+fn split_known(args: &[String], help: &str) -> (Vec<String>, Vec<String>) {
+    let listed = |name: &str| {
+        help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[')
+            .any(|word| word == name)
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    let mut last_known = true;
+    for arg in args {
+        if arg.starts_with("--") {
+            let name = arg.split('=').next().unwrap_or(arg);
+            last_known = listed(name);
+        }
+        if last_known {
+            known.push(arg.clone());
+        } else {
+            unknown.push(arg.clone());
+        }
+    }
+    (known, unknown)
+}
+
 /// Makes sure this process may open `needed` files: re-runs the bench under
 /// `sh -c 'ulimit -n HARD'` when only the soft limit is in the way (the
 /// crate forbids the `unsafe` a direct `setrlimit` needs), and explains
@@ -279,5 +340,21 @@ mod tests {
         assert_eq!(listening_addr(line).unwrap().port(), 4242);
         assert_eq!(listening_addr(r#"{"event":"started"}"#), None);
         assert_eq!(listening_addr("hello"), None);
+    }
+
+    #[test]
+    fn unknown_hub_flags_are_left_out_with_their_values() {
+        let help = "Options:\n      --send-queue <N>   Outbound queue\n  -h, --help   Print help\n";
+        let args: Vec<String> = [
+            "--send-queue=8",
+            "--max-rooms-per-connection",
+            "200000",
+            "--help",
+        ]
+        .map(String::from)
+        .into();
+        let (known, unknown) = split_known(&args, help);
+        assert_eq!(known, ["--send-queue=8", "--help"]);
+        assert_eq!(unknown, ["--max-rooms-per-connection", "200000"]);
     }
 }

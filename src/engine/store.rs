@@ -195,7 +195,10 @@ fn run(mut db: Db, requests: &Receiver<Request>, sink: &Sink, ttl: Duration) {
             next_tick = Instant::now() + tick;
             let started = Instant::now();
             let before = (!ttl.is_zero()).then(|| unix_ms().saturating_sub(ttl.as_millis() as u64));
-            match db.expire(before).and_then(|rooms| db.checkpoint().map(|()| rooms)) {
+            match db
+                .expire(before)
+                .and_then(|rooms| db.checkpoint().map(|()| rooms))
+            {
                 Ok(rooms) => {
                     answers.push(Answer::Timing {
                         op: "expire",

@@ -510,3 +510,72 @@ fn idempotency_keys_survive_a_restart() {
         assert_eq!(hub.publish("k", 2).await["seq"], 2);
     });
 }
+
+/// A small tmpfs, unmounted when dropped; `None` where this process may
+/// not mount one (not root, or no such permission).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Option<Self> {
+        let dir = store_dir(name);
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_publishes_until_there_is_room_again() {
+    let Some(disk) = SmallDisk::mount("tmpfs", "4m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the injected failure test covers the hub)");
+        return;
+    };
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 3 << 20]).unwrap();
+    let store = disk.0.join("store");
+    let hub = Hub::start(&store, &[], &[]);
+    smol::block_on(async {
+        let pad = "x".repeat(300);
+        let mut answered: BTreeMap<String, u64> = BTreeMap::new();
+        let mut refused = None;
+        for i in 0..20_000u64 {
+            let room = format!("r{}", i % 50);
+            let reply = hub
+                .post(&json!({"room": room, "type": "t", "payload": {"pad": pad}}))
+                .await;
+            if reply.status != 202 {
+                refused = Some(reply);
+                break;
+            }
+            answered.insert(room, reply.json()["seq"].as_u64().unwrap());
+        }
+        let refused = refused.expect("the disk filled up");
+        assert_eq!(refused.status, 503, "{}", refused.text());
+        assert_eq!(refused.json()["error"]["code"], "engine_unavailable");
+        assert_eq!(hub.get("/health").await.status, 503);
+        std::fs::remove_file(&filler).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while hub.get("/health").await.status != 200 {
+            assert!(Instant::now() < deadline, "the engine never came back");
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        let (room, last) = answered.iter().next().unwrap();
+        assert_eq!(
+            hub.publish(room, 0).await["seq"],
+            last + 1,
+            "no seq lost to the full disk"
+        );
+    });
+    drop(hub);
+}

@@ -579,3 +579,41 @@ fn a_full_disk_refuses_publishes_until_there_is_room_again() {
     });
     drop(hub);
 }
+
+#[test]
+fn a_resume_past_what_memory_holds_is_read_from_the_store() {
+    // max_history_bytes keeps only a few events in memory; the store keeps
+    // history_size of them, and a resume from before memory's oldest gets
+    // them all, in order, then the newer ones as a member.
+    let dir = store_dir("beyond-memory");
+    smol::block_on(async {
+        let hub = Hub::start(&dir, &["--max-history-bytes", "2000"], &[]);
+        for n in 1..=20 {
+            hub.publish("deep", n).await;
+        }
+        let metrics = hub.get("/metrics").await.text();
+        let held: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wshub_history_events "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(held < 20.0, "memory holds only some: {held}");
+        let (subscribed, error, seqs) = resume(&hub, "deep", 3, &hub.epoch).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(subscribed["payload"]["recovered"], json!({"deep": true}));
+        assert_eq!(seqs, (4..=20).collect::<Vec<u64>>());
+        let reads = store_reads(&hub).await;
+        assert!(reads >= 1.0, "read from the store: {reads}");
+    });
+}
+
+/// How many reads the store has answered, from `wshub_engine_seconds`.
+async fn store_reads(hub: &Hub) -> f64 {
+    let text = hub.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wshub_engine_seconds_count{op=\"read\"} "))
+        .expect("the read series")
+        .parse()
+        .unwrap()
+}

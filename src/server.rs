@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::executor::Spawner;
 use crate::http::{self, Context};
 use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
-use crate::log::{as_json, opt_json};
+use crate::log::as_json;
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
@@ -139,7 +139,7 @@ fn run(
             spawner: spawner.clone(),
             shutdown,
         });
-        let addr = listener.get_ref().local_addr().ok();
+        let addr = listener.get_ref().local_addr().unwrap_or(config.bind);
         spawner.spawn(accept_loop(listener, ctx));
         let (force_tx, force) = async_channel::bounded::<()>(1);
         if let Some(signals) = signals {
@@ -147,7 +147,7 @@ fn run(
         }
         tracing::info!(
             epoch = as_json(engine.epoch()),
-            addr = opt_json(addr),
+            addr = as_json(addr),
             engine = as_json(engine.kind()),
             "hub started"
         );

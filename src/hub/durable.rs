@@ -14,7 +14,6 @@ use std::time::Instant;
 use async_channel::Sender;
 use serde_json::json;
 
-use super::history::forget_if_idle;
 use super::publish::{Fresh, Prepared};
 use super::room::EventRecord;
 use super::{ConnId, Hub, Status};
@@ -185,7 +184,7 @@ impl Hub {
                     for (name, oldest) in rooms {
                         if let Some(room) = self.rooms.get_mut(name.as_str()) {
                             room.expired(oldest);
-                            forget_if_idle(&mut self.rooms, &name);
+                            self.rooms.forget_if_idle(&name);
                         }
                     }
                 }
@@ -229,7 +228,7 @@ impl Hub {
                     && let Some(r) = self.rooms.get_mut(name.as_str())
                 {
                     r.refused(seq, fresh.generation);
-                    forget_if_idle(&mut self.rooms, name);
+                    self.rooms.forget_if_idle(name);
                 }
                 tracing::warn!(
                     correlation_id = as_json(&fresh.correlation_id),

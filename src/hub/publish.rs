@@ -7,7 +7,6 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::history::{forget_if_idle, open_room};
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, PresenceMember, Status};
 use crate::log::{as_json, opt_json};
@@ -80,7 +79,7 @@ impl Hub {
         let id = new_uuid();
         let (seq, generation) = match &publish.target {
             Target::Room(name) => {
-                let room = open_room(&mut self.rooms, name).1;
+                let room = self.rooms.open(name).1;
                 if reserve {
                     let (seq, generation) = room.reserve_seq();
                     (Some(seq), generation)
@@ -151,7 +150,7 @@ impl Hub {
         }
         let recipients = self.finish(fanout.done(), publish.room());
         if let Target::Room(name) = &publish.target {
-            forget_if_idle(&mut self.rooms, name);
+            self.rooms.forget_if_idle(name);
         }
         self.metrics
             .broadcast

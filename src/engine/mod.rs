@@ -56,7 +56,9 @@ pub(crate) type Sink = Box<dyn Fn(Vec<Answer>) -> bool + Send>;
 ///   answers through its [`Sink`].
 /// - **Bounds.** An engine holds at most `history_size` events per room,
 ///   none older than `history_ttl`, idempotency keys for their five
-///   minutes (100,000 at most); a room with no events left is forgotten. `max_history_bytes` bounds only what the hub holds in
+///   minutes (100,000 at most); a room with no events left keeps only its
+///   last seq (100,000 such rooms at most), so that within the epoch no seq
+///   is given to two events of one room. `max_history_bytes` bounds only what the hub holds in
 ///   memory.
 pub(crate) trait Engine: fmt::Debug + Send {
     /// The engine's name for logs and `/health`: `memory` or `store`.
@@ -143,7 +145,8 @@ pub(crate) struct RecoveredKey {
 /// What an engine held when opened.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// Every room with events, in no order.
+    /// Every room with events, and the rooms with none left that keep
+    /// their last seq (`oldest_seq > last_seq`), in no order.
     pub rooms: Vec<RecoveredRoom>,
     /// The idempotency keys still within their window, oldest first.
     pub keys: Vec<RecoveredKey>,

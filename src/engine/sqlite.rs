@@ -3,8 +3,9 @@
 //! runs. Only the store thread touches it.
 //!
 //! Tables: `meta` (the format and the epoch), `rooms` (each room's last and
-//! oldest seq, so that opening reads one row per room, not its history),
-//! `events` (room, seq, time, the event's JSON), `keys` (idempotency keys
+//! oldest seq, so that opening reads one row per room, not its history; a
+//! room with no events left keeps its row, 100,000 of them at most, so
+//! that made again it continues its seq), `events` (room, seq, time, the event's JSON), `keys` (idempotency keys
 //! and their first reply). WAL journal, `synchronous = FULL`: a commit
 //! returns after one sync of the log, and a crash at any point leaves every
 //! committed transaction and nothing of the others.
@@ -39,6 +40,9 @@ const OWN_FILES: [&str; 5] = [
 const KEY_WINDOW_MS: u64 = 300_000;
 /// How many idempotency keys are kept at most, as in memory.
 const MAX_KEYS: u64 = 100_000;
+/// How many rooms with no events left keep their last seq, as the hub's
+/// memory of forgotten rooms does.
+const MAX_FORGOTTEN: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -340,14 +344,11 @@ impl Db {
                 let mut upsert = tx.prepare_cached(
                     "INSERT OR REPLACE INTO rooms (name, last_seq, oldest_seq) VALUES (?1, ?2, ?3)",
                 )?;
-                let mut forget = tx.prepare_cached("DELETE FROM rooms WHERE name = ?1")?;
                 for (room, row) in &staged {
                     trim.execute(params![room, row.oldest as i64])?;
-                    if row.oldest > row.last {
-                        forget.execute(params![room])?;
-                    } else {
-                        upsert.execute(params![room, row.last as i64, row.oldest as i64])?;
-                    }
+                    // A room left with no events keeps its row (its last
+                    // seq), so that made again after a restart it continues.
+                    upsert.execute(params![room, row.last as i64, row.oldest as i64])?;
                 }
             }
             injected_failure(self.fail_writes_while.as_deref())?;
@@ -357,11 +358,7 @@ impl Db {
             Ok(()) => {
                 for (room, row) in staged {
                     self.refused.remove(room);
-                    if row.oldest > row.last {
-                        self.rooms.remove(room);
-                    } else {
-                        self.rooms.insert(room.to_string(), row);
-                    }
+                    self.rooms.insert(room.to_string(), row);
                 }
                 Ok(results)
             }
@@ -401,6 +398,7 @@ impl Db {
     pub fn expire(&mut self, before_ms: Option<u64>) -> Result<Vec<(String, u64)>, EngineError> {
         let now = unix_ms();
         let mut changed: HashMap<String, RoomRow> = HashMap::new();
+        let mut dropped = Vec::new();
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             if let Some(before) = before_ms {
@@ -420,13 +418,27 @@ impl Db {
                 drop(gone);
                 let mut upsert =
                     tx.prepare_cached("UPDATE rooms SET oldest_seq = ?2 WHERE name = ?1")?;
-                let mut forget = tx.prepare_cached("DELETE FROM rooms WHERE name = ?1")?;
                 for (room, row) in &changed {
-                    if row.oldest > row.last {
-                        forget.execute([room])?;
-                    } else {
-                        upsert.execute(params![room, row.oldest as i64])?;
-                    }
+                    upsert.execute(params![room, row.oldest as i64])?;
+                }
+            }
+            // Rooms with no events keep only their last seq, and at most
+            // MAX_FORGOTTEN of them: past that the lowest seqs go.
+            let mut forgotten: Vec<(&String, u64)> = self
+                .rooms
+                .iter()
+                .filter(|(name, row)| {
+                    changed.get(*name).unwrap_or(row).oldest
+                        > changed.get(*name).unwrap_or(row).last
+                })
+                .map(|(name, row)| (name, row.last))
+                .collect();
+            if forgotten.len() > MAX_FORGOTTEN {
+                forgotten.sort_unstable_by_key(|(_, last)| *last);
+                let mut forget = tx.prepare_cached("DELETE FROM rooms WHERE name = ?1")?;
+                for (name, _) in &forgotten[..forgotten.len() - MAX_FORGOTTEN] {
+                    forget.execute([name])?;
+                    dropped.push((*name).clone());
                 }
             }
             tx.execute(
@@ -445,12 +457,11 @@ impl Db {
         outcome.map_err(|e| EngineError::new(format!("the store cannot write: {e}")))?;
         let mut rooms = Vec::with_capacity(changed.len());
         for (room, row) in changed {
-            if row.oldest > row.last {
-                self.rooms.remove(&room);
-            } else {
-                self.rooms.insert(room.clone(), row);
-            }
+            self.rooms.insert(room.clone(), row);
             rooms.push((room, row.oldest));
+        }
+        for room in dropped {
+            self.rooms.remove(&room);
         }
         Ok(rooms)
     }

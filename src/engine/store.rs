@@ -79,7 +79,14 @@ impl Store {
             store = as_json(opened.path.display().to_string()),
             created = as_json(opened.created),
             epoch = as_json(&opened.epoch),
-            rooms = as_json(opened.recovered.rooms.len()),
+            rooms = as_json(
+                opened
+                    .recovered
+                    .rooms
+                    .iter()
+                    .filter(|r| r.oldest_seq <= r.last_seq)
+                    .count()
+            ),
             events = as_json(events),
             idempotency_keys = as_json(opened.recovered.keys.len()),
             open_ms = as_json((started.elapsed().as_secs_f64() * 1e4).round() / 10.0),

@@ -106,10 +106,14 @@ impl Hub {
         let recovered = engine.recovered();
         let mut rooms = Rooms::new();
         for room in recovered.rooms {
-            rooms.insert(
-                room.name.into(),
-                room::Room::recovered(room.last_seq, room.oldest_seq),
-            );
+            if room.oldest_seq > room.last_seq {
+                rooms.forgotten(&room.name, room.last_seq);
+            } else {
+                rooms.insert(
+                    room.name.into(),
+                    room::Room::recovered(room.last_seq, room.oldest_seq),
+                );
+            }
         }
         let mut idempotency = IdempotencyKeys::default();
         for key in recovered.keys {

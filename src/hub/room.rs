@@ -77,6 +77,7 @@ impl Room {
     pub fn continuing(last_seq: u64) -> Self {
         Self {
             last_seq,
+            reserved: last_seq,
             ..Self::default()
         }
     }
@@ -342,6 +343,27 @@ mod tests {
         assert_eq!(seqs(&mut room, 10), Ok(vec![]));
         assert_eq!(seqs(&mut room, 5), Err(Unavailable { oldest_seq: 7 }));
         assert_eq!(seqs(&mut room, 11), Err(Unavailable { oldest_seq: 7 }));
+    }
+
+    #[test]
+    fn a_store_room_hands_out_seqs_again_after_a_refusal_and_continues() {
+        let mut room = Room::continuing(7);
+        let (a, gen_a) = room.reserve_seq();
+        let (b, gen_b) = room.reserve_seq();
+        assert_eq!(
+            (a, b),
+            (8, 9),
+            "a continuing room reserves after its last seq"
+        );
+        room.refused(a, gen_a); // 8 failed: 8 is handed out again
+        let (c, gen_c) = room.reserve_seq();
+        assert_eq!(c, 8);
+        room.refused(b, gen_b); // the older 9 failing takes nothing back
+        room.stored(c, 100);
+        let _ = gen_c;
+        assert_eq!(room.last_seq(), 8);
+        assert_eq!(room.reserve_seq().0, 9);
+        assert!(!room.is_idle(), "an append in flight");
     }
 
     #[test]

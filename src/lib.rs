@@ -62,6 +62,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 mod connection;
+mod engine;
 mod error;
 mod executor;
 mod http;

@@ -12,7 +12,9 @@ use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::engine::store::{Store, StoreLimits};
+use crate::engine::{Engine, Memory};
 use crate::error::Error;
 use crate::executor::Spawner;
 use crate::http::{self, Context};
@@ -36,9 +38,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub fn serve(config: Config) -> Result<Handle, Error> {
     config.validate()?;
     let schemas = config.schemas.as_deref().map(Schemas::load).transpose()?;
+    let (hub, commands) = HubClient::channel();
+    let engine = open_engine(&config, &hub)?;
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
-    let epoch: Arc<str> = new_uuid().into();
+    let epoch: Arc<str> = engine.epoch().into();
     if !is_loopback(addr.ip()) && config.admin_key.is_none() && config.jwt_secret.is_none() {
         tracing::warn!(
             addr = as_json(addr),
@@ -53,21 +57,13 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         );
     }
     let signals = signals(&config);
-    let (hub, commands) = HubClient::channel();
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
-    let thread_epoch = epoch.to_string();
     std::thread::Builder::new()
         .name("wshub".into())
         .spawn(move || {
             run(
-                listener,
-                config,
-                thread_epoch,
-                thread_hub,
-                commands,
-                schemas,
-                signals,
+                listener, config, engine, thread_hub, commands, schemas, signals,
             );
             drop(stopped_tx);
         })?;
@@ -77,6 +73,21 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         hub,
         stopped,
     })
+}
+
+/// The engine `config` asks for: the store in `store`, or memory. A store
+/// that cannot be opened is a bad `store` setting (exit 2 in the binary).
+fn open_engine(config: &Config, hub: &HubClient) -> Result<Box<dyn Engine>, Error> {
+    let Some(dir) = &config.store else {
+        return Ok(Box::new(Memory::new()));
+    };
+    let limits = StoreLimits {
+        history_size: config.history_size,
+        history_ttl: config.history_ttl,
+    };
+    let store = Store::open(dir, limits, hub.engine_sink())
+        .map_err(|message| ConfigError::new("store", message))?;
+    Ok(Box::new(store))
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -100,7 +111,7 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 fn run(
     listener: std::net::TcpListener,
     config: Config,
-    epoch: String,
+    engine: Box<dyn Engine>,
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
     schemas: Option<Schemas>,
@@ -134,8 +145,13 @@ fn run(
         if let Some(signals) = signals {
             spawner.spawn(signal_loop(signals, hub.clone(), force_tx));
         }
-        tracing::info!(epoch = as_json(&epoch), addr = as_json(addr), "hub started");
-        Hub::new(config, epoch, schemas, task).run(commands).await;
+        tracing::info!(
+            epoch = as_json(engine.epoch()),
+            addr = as_json(addr),
+            engine = as_json(engine.kind()),
+            "hub started"
+        );
+        Hub::new(config, engine, schemas, task).run(commands).await;
         trigger.fire();
         // Every connection has been sent a close frame; give their closing
         // handshakes until the grace period ends, or a second signal. The

@@ -220,6 +220,10 @@ settings! {
     shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE, "5s", "DURATION", value::duration;
     /// JSON file mapping event types to JSON Schemas (draft 2020-12).
     schemas: Option<PathBuf> = None, "none", "PATH", value::path;
+    /// Directory of the embedded store that keeps the epoch, seqs, history and idempotency keys across restarts and crashes.
+    store: Option<PathBuf> = None, "none", "DIR", value::path;
+    /// Events older than this leave a room's history, in memory and in the store; 0 for no limit.
+    history_ttl: Duration = Duration::ZERO, "0", "DURATION", value::duration;
 }
 
 fn default_bind() -> SocketAddr {

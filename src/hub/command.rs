@@ -167,6 +167,8 @@ pub(crate) enum Command {
     Rooms(Sender<Vec<RoomInfo>>),
     Room(String, Sender<Option<RoomInfo>>),
     Metrics(Sender<String>),
+    /// Answers from an engine that answers later (the store's thread).
+    Engine(Vec<crate::engine::Answer>),
     Shutdown,
 }
 
@@ -195,6 +197,17 @@ impl HubClient {
         // readers that produce it instead of growing without limit.
         let (tx, rx) = async_channel::bounded(4096);
         (Self { tx }, rx)
+    }
+
+    /// Where an engine sends its answers: into this hub's commands, from
+    /// any thread, waiting while the hub's queue is full.
+    pub fn engine_sink(&self) -> crate::engine::Sink {
+        // Weak: the engine's thread must not keep the hub's queue open.
+        let tx = self.tx.downgrade();
+        Box::new(move |answers| {
+            tx.upgrade()
+                .is_some_and(|tx| tx.send_blocking(Command::Engine(answers)).is_ok())
+        })
     }
 
     /// Whether the hub task has stopped.

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::room::EventRecord;
 use super::rooms::Rooms;
@@ -23,8 +24,9 @@ use super::rooms::Rooms;
 /// Every event the rooms' rings hold, oldest first, and their total size.
 #[derive(Debug)]
 pub(crate) struct HistoryLedger {
-    /// Serial (growing in publish order) to the event's room.
-    order: BTreeMap<u64, Arc<str>>,
+    /// Serial (growing in publish order) to the event's room and the time
+    /// it was kept (so the oldest first, for `history_ttl`).
+    order: BTreeMap<u64, (Arc<str>, Instant)>,
     /// The [`EventRecord::size`] of every event in `order`.
     bytes: usize,
     /// `max_history_bytes`.
@@ -57,6 +59,18 @@ impl HistoryLedger {
     /// `capacity`), then lets the hub's oldest events go until the budget
     /// holds. The room must exist; with `capacity` 0 nothing is kept.
     pub fn keep(&mut self, rooms: &mut Rooms, name: &str, record: EventRecord, capacity: usize) {
+        self.keep_at(rooms, name, record, capacity, Instant::now());
+    }
+
+    /// [`HistoryLedger::keep`], for an event kept at `at`.
+    pub fn keep_at(
+        &mut self,
+        rooms: &mut Rooms,
+        name: &str,
+        record: EventRecord,
+        capacity: usize,
+        at: Instant,
+    ) {
         if capacity == 0 {
             return;
         }
@@ -69,7 +83,7 @@ impl HistoryLedger {
         self.next_serial += 1;
         let serial = self.next_serial;
         self.bytes += record.size();
-        self.order.insert(serial, key);
+        self.order.insert(serial, (key, at));
         room.remember(serial, record, capacity, |serial, size| {
             self.order.remove(&serial);
             self.bytes -= size;
@@ -87,25 +101,48 @@ impl HistoryLedger {
     /// each room this leaves with neither members nor history.
     pub fn trim(&mut self, rooms: &mut Rooms) {
         while self.bytes > self.limit {
-            let Some((serial, name)) = self.order.pop_first() else {
+            if !self.drop_first(rooms) {
                 // Only a bug could leave bytes counted with no event; start
                 // counting afresh rather than trim every publish from now on.
                 debug_assert_eq!(self.bytes, 0, "bytes counted for no event");
                 self.bytes = 0;
                 break;
-            };
-            let Some(room) = rooms.get_mut(&*name) else {
-                debug_assert!(false, "a ledger entry for a forgotten room");
-                continue;
-            };
-            // The oldest event of the hub is the oldest of its room: every
-            // older one of that room came earlier here and has left.
-            match room.drop_oldest(serial) {
-                Some(size) => self.bytes -= size,
-                None => debug_assert!(false, "a ledger entry its ring does not hold"),
             }
-            rooms.forget_if_idle(&name);
         }
+    }
+
+    /// Drops every event kept before `cutoff` (`history_ttl`), oldest
+    /// first, and forgets each room this leaves idle; returns how many.
+    pub fn expire(&mut self, rooms: &mut Rooms, cutoff: Instant) -> usize {
+        let mut dropped = 0;
+        while self
+            .order
+            .first_key_value()
+            .is_some_and(|(_, (_, at))| *at < cutoff)
+        {
+            self.drop_first(rooms);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Drops the hub's oldest event; `false` if there is none.
+    fn drop_first(&mut self, rooms: &mut Rooms) -> bool {
+        let Some((serial, (name, _))) = self.order.pop_first() else {
+            return false;
+        };
+        let Some(room) = rooms.get_mut(&*name) else {
+            debug_assert!(false, "a ledger entry for a forgotten room");
+            return true;
+        };
+        // The oldest event of the hub is the oldest of its room: every
+        // older one of that room came earlier here and has left.
+        match room.drop_oldest(serial) {
+            Some(size) => self.bytes -= size,
+            None => debug_assert!(false, "a ledger entry its ring does not hold"),
+        }
+        rooms.forget_if_idle(&name);
+        true
     }
 }
 
@@ -134,7 +171,7 @@ mod tests {
         let held: usize = rooms.values().map(Room::history_bytes).sum();
         assert_eq!(ledger.bytes(), held, "ledger bytes are the rings' bytes");
         assert!(ledger.bytes() <= ledger.limit);
-        for name in ledger.order.values() {
+        for (name, _) in ledger.order.values() {
             assert!(rooms.contains_key(name), "no entry for a forgotten room");
         }
     }
@@ -241,6 +278,29 @@ mod tests {
         ledger.trim(&mut rooms);
         assert_consistent(&ledger, &rooms);
         assert!(ledger.len() < 4, "the transcodings pushed the oldest out");
+    }
+
+    #[test]
+    fn events_older_than_the_ttl_leave_oldest_first() {
+        let mut rooms = Rooms::new();
+        let mut ledger = HistoryLedger::new(usize::MAX);
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        for (i, name) in ["a", "b", "a", "c"].iter().enumerate() {
+            let seq = rooms.open(name).1.next_seq();
+            ledger.keep_at(&mut rooms, name, event(seq, 100), 10, at(i as u64 * 10));
+        }
+        assert_eq!(ledger.expire(&mut rooms, at(15)), 2, "a's first and b's");
+        assert_consistent(&ledger, &rooms);
+        assert_eq!(oldest(&rooms, "a"), Some(2));
+        assert_eq!(
+            oldest(&rooms, "b"),
+            None,
+            "no members and no events: forgotten"
+        );
+        assert_eq!(ledger.expire(&mut rooms, at(15)), 0);
+        assert_eq!(ledger.expire(&mut rooms, at(1000)), 2);
+        assert!(rooms.is_empty());
     }
 
     proptest::proptest! {

@@ -16,6 +16,7 @@ mod admin;
 mod admission;
 mod command;
 mod conn;
+mod durable;
 mod event;
 mod health;
 mod history;
@@ -44,6 +45,7 @@ use serde_json::json;
 
 use crate::auth::unix_now;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -64,6 +66,10 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) struct Hub {
     config: Config,
     epoch: String,
+    /// What must be remembered: the hub's own memory, or the store.
+    engine: Box<dyn Engine>,
+    /// Publishes and resumes waiting for an engine that answers later.
+    durable: durable::Durable,
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
@@ -90,25 +96,49 @@ enum Wake {
 }
 
 impl Hub {
-    /// A hub with no connections, for the process epoch `epoch`.
+    /// A hub with no connections, starting from what `engine` holds.
     pub fn new(
         config: Config,
-        epoch: String,
+        mut engine: Box<dyn Engine>,
         schemas: Option<crate::schema::Schemas>,
         tasks: TaskGuard,
     ) -> Self {
+        let recovered = engine.recovered();
+        let mut rooms = Rooms::new();
+        for room in recovered.rooms {
+            if room.oldest_seq > room.last_seq {
+                rooms.forgotten(&room.name, room.last_seq);
+            } else {
+                rooms.insert(
+                    room.name.into(),
+                    room::Room::recovered(room.last_seq, room.oldest_seq),
+                );
+            }
+        }
+        let mut idempotency = IdempotencyKeys::default();
+        for key in recovered.keys {
+            idempotency.insert(key.key, key.reply, key.at);
+        }
+        let mut health = Health::default();
+        let mut metrics = Metrics::default();
+        if !engine.in_place() {
+            health.set("engine", Status::Ok, None);
+            metrics.engine = Some(crate::metrics::EngineMetrics::default());
+        }
         Self {
             history: HistoryLedger::new(config.max_history_bytes),
             config,
-            epoch,
+            epoch: engine.epoch().to_string(),
+            engine,
+            durable: durable::Durable::default(),
             started: Instant::now(),
             conns: HashMap::new(),
-            rooms: Rooms::new(),
+            rooms,
             users: HashMap::new(),
             per_ip: HashMap::new(),
-            health: Health::default(),
-            idempotency: IdempotencyKeys::default(),
-            metrics: Metrics::default(),
+            health,
+            idempotency,
+            metrics,
             schemas,
             tasks,
             write_through: true,
@@ -156,6 +186,8 @@ impl Hub {
                 timer.set_at(next_heartbeat.min(next_sweep));
             }
         }
+        // An engine thread blocked on a full queue is let go first.
+        drop(commands);
         self.drain();
     }
 
@@ -195,6 +227,17 @@ impl Hub {
                 close_code,
             } => {
                 self.remove(conn, reason, close_code);
+            }
+            Command::Publish(request) if !self.engine.in_place() => {
+                let request = *request;
+                let origin = durable::Origin::Api(request.reply);
+                self.publish_later(
+                    request.publish,
+                    request.correlation_id,
+                    None,
+                    request.started,
+                    origin,
+                );
             }
             Command::Publish(request) => {
                 let request = *request;
@@ -241,6 +284,7 @@ impl Hub {
             Command::Metrics(reply) => {
                 let _ = reply.try_send(self.render_metrics());
             }
+            Command::Engine(answers) => self.on_engine(answers),
             Command::Shutdown => unreachable!("handled by the run loop"),
         }
     }
@@ -437,7 +481,7 @@ impl Hub {
     }
 
     /// Closes silent connections (4000) and expired tokens (4001), and
-    /// forgets old idempotency keys.
+    /// forgets old idempotency keys and events older than `history_ttl`.
     fn sweep(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let wall = unix_now();
@@ -453,6 +497,12 @@ impl Hub {
             self.close(id, code);
         }
         self.idempotency.prune(now);
+        let ttl = self.config.history_ttl;
+        if !ttl.is_zero()
+            && let Some(cutoff) = now.checked_sub(ttl)
+        {
+            self.history.expire(&mut self.rooms, cutoff);
+        }
     }
 
     /// Refuses new connections and closes every open one with 1001.

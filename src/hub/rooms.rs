@@ -70,6 +70,14 @@ impl Rooms {
         }
     }
 
+    /// Remembers that room `name`, not in the table, ended at `last_seq`
+    /// (a store's room with no events left, as it was opened).
+    pub fn forgotten(&mut self, name: &str, last_seq: u64) {
+        if !self.table.contains_key(name) && last_seq > 0 {
+            self.remember(Arc::from(name), last_seq);
+        }
+    }
+
     fn remember(&mut self, name: Arc<str>, last_seq: u64) {
         let serial = self.next_serial;
         self.next_serial += 1;

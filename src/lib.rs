@@ -64,6 +64,7 @@ pub mod config;
 mod connection;
 mod error;
 mod executor;
+pub mod hook;
 mod http;
 pub mod hub;
 pub mod log;

@@ -34,6 +34,13 @@ pub const HANDSHAKE_CODES: [&str; 10] = [
 const BROADCAST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
+const HOOK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Every `hook` label of the hook metrics (PROTOCOL.md section 10).
+pub const HOOKS: [&str; 5] = ["connect", "subscribe", "publish", "rpc", "disconnect"];
+/// Every `outcome` label of `wshub_hook_requests_total`.
+pub const HOOK_OUTCOMES: [&str; 3] = ["answered", "refused", "unavailable"];
 const DURATION_BUCKETS: &[f64] = &[
     0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21_600.0, 86_400.0,
 ];
@@ -73,14 +80,25 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The series of one histogram; `labels` is `k="v",` or empty.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, n) in self.bounds.iter().zip(&self.counts) {
             cumulative += n;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let bare = labels.trim_end_matches(',');
+        let braces = if bare.is_empty() {
+            String::new()
+        } else {
+            format!("{{{bare}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
 }
 
@@ -108,6 +126,10 @@ pub struct Metrics {
     pub connection_duration: Histogram,
     /// From publish until the last recipient's queue held the event.
     pub broadcast: Histogram,
+    /// Hook calls, by hook and outcome.
+    pub hook_requests: BTreeMap<(&'static str, &'static str), u64>,
+    /// How long hook calls took, by hook.
+    pub hook_seconds: BTreeMap<&'static str, Histogram>,
 }
 
 impl Default for Metrics {
@@ -123,6 +145,14 @@ impl Default for Metrics {
             handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
+            hook_requests: HOOKS
+                .iter()
+                .flat_map(|h| HOOK_OUTCOMES.iter().map(move |o| ((*h, *o), 0)))
+                .collect(),
+            hook_seconds: HOOKS
+                .iter()
+                .map(|h| (*h, Histogram::new(HOOK_BUCKETS)))
+                .collect(),
         }
     }
 }
@@ -156,6 +186,15 @@ impl Metrics {
                 *self.event_encodings.entry(protocol).or_default() += 1;
             }
         }
+    }
+
+    /// Counts a hook call (labels from [`HOOKS`] and [`HOOK_OUTCOMES`]).
+    pub fn hook_called(&mut self, hook: &'static str, outcome: &'static str, seconds: f64) {
+        *self.hook_requests.entry((hook, outcome)).or_default() += 1;
+        self.hook_seconds
+            .entry(hook)
+            .or_insert_with(|| Histogram::new(HOOK_BUCKETS))
+            .observe(seconds);
     }
 
     /// Counts a refused upgrade.
@@ -262,6 +301,22 @@ impl Metrics {
             "wshub_broadcast_seconds",
             "From publish until the last recipient's queue held the event.",
         );
+        let name = "wshub_hook_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Hook calls to the app, by hook and outcome.\n# TYPE {name} counter"
+        );
+        for ((hook, outcome), n) in &self.hook_requests {
+            let _ = writeln!(out, "{name}{{hook=\"{hook}\",outcome=\"{outcome}\"}} {n}");
+        }
+        let name = "wshub_hook_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long hook calls to the app took, by hook.\n# TYPE {name} histogram"
+        );
+        for (hook, histogram) in &self.hook_seconds {
+            histogram.render_series(&mut out, name, &format!("hook=\"{hook}\","));
+        }
         out
     }
 }

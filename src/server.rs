@@ -12,11 +12,12 @@ use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
-use crate::config::Config;
+use crate::config::{Config, HookUrl};
 use crate::error::Error;
 use crate::executor::Spawner;
+use crate::hook::{self, Hooks, StdioReplies, StdioRouted};
 use crate::http::{self, Context};
-use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
+use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, HubParts, Status};
 use crate::log::{as_json, opt_json};
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
@@ -53,6 +54,21 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         );
     }
     let signals = signals(&config);
+    let uses_stdio = [
+        &config.connect_hook,
+        &config.subscribe_hook,
+        &config.publish_hook,
+        &config.rpc_hook,
+        &config.disconnect_hook,
+    ]
+    .iter()
+    .any(|u| matches!(u, Some(HookUrl::Stdio)));
+    let (stdio, replies, router) = if uses_stdio {
+        let (stdio, replies, router) = hook::stdio();
+        (Some(stdio), Some(replies), Some(router))
+    } else {
+        (None, None, None)
+    };
     let (hub, commands) = HubClient::channel();
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
@@ -68,6 +84,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
                 commands,
                 schemas,
                 signals,
+                (stdio, router),
             );
             drop(stopped_tx);
         })?;
@@ -76,6 +93,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         epoch,
         hub,
         stopped,
+        stdio_replies: replies,
     })
 }
 
@@ -105,9 +123,14 @@ fn run(
     commands: Receiver<crate::hub::Command>,
     schemas: Option<Schemas>,
     signals: Option<async_signal::Signals>,
+    (stdio, router): (Option<hook::Stdio>, Option<Receiver<StdioRouted>>),
 ) {
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
+    let hooks = Rc::new(Hooks::new(&config, stdio));
+    if let Some(router) = router {
+        spawner.spawn(hook::route_stdio(router));
+    }
     let grace = config.shutdown_grace;
     smol::block_on(executor.run(async {
         let listener = match Async::new(listener) {
@@ -127,6 +150,7 @@ fn run(
             config: config.clone(),
             spawner: spawner.clone(),
             shutdown,
+            hooks: hooks.clone(),
         });
         let addr = listener.get_ref().local_addr().ok();
         spawner.spawn(accept_loop(listener, ctx));
@@ -139,7 +163,15 @@ fn run(
             addr = opt_json(addr),
             "hub started"
         );
-        Hub::new(config, epoch, schemas, task).run(commands).await;
+        let parts = HubParts {
+            epoch,
+            schemas,
+            tasks: task,
+            hooks,
+            spawner: spawner.clone(),
+            me: hub.downgrade(),
+        };
+        Hub::new(config, parts).run(commands).await;
         trigger.fire();
         // Every connection has been sent a close frame; give their closing
         // handshakes until the grace period ends, or a second signal. The
@@ -223,9 +255,23 @@ pub struct Handle {
     epoch: Arc<str>,
     hub: HubClient,
     stopped: Receiver<()>,
+    stdio_replies: Option<StdioReplies>,
 }
 
 impl Handle {
+    /// Hands in a stdin line that carries `hook_reply` (section 10): the
+    /// answer to a `stdio` hook request. `Err` says why it was not taken
+    /// (no hook is `stdio`, or the line is malformed).
+    pub fn hook_reply(
+        &self,
+        line: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        match &self.stdio_replies {
+            Some(replies) => replies.reply(line),
+            None => Err("no hook is configured as `stdio`".into()),
+        }
+    }
+
     /// The bound address (with the real port when `bind` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub spawner: Spawner,
     /// Set once the hub drains: requests are then answered 503.
     pub shutdown: Shutdown,
+    /// The app's hooks (the upgrade asks `connect_hook`).
+    pub hooks: Rc<crate::hook::Hooks>,
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.

@@ -65,6 +65,8 @@ pub(crate) async fn upgrade(
         encoding: accepted.encoding,
         claims: accepted.claims,
         rooms: accepted.rooms,
+        id: None,
+        expires_at: None,
         correlation_id: correlation_id.clone(),
         outlet,
     };

@@ -31,6 +31,11 @@ pub struct JoinRequest {
     pub claims: Option<Claims>,
     /// Rooms from `?rooms=`.
     pub rooms: Vec<String>,
+    /// The connection's ID, when the upgrade chose it already (the connect
+    /// hook names it); a fresh one otherwise.
+    pub id: Option<ConnId>,
+    /// When the connect hook's `expires_at` closes it (Unix seconds).
+    pub expires_at: Option<f64>,
     /// The upgrade request's correlation ID, carried by the welcome.
     pub correlation_id: String,
     /// Where the hub sends the connection's messages.
@@ -167,6 +172,15 @@ pub(crate) enum Command {
     Rooms(Sender<Vec<RoomInfo>>),
     Room(String, Sender<Option<RoomInfo>>),
     Metrics(Sender<String>),
+    /// A hook call for a connection finished (section 10).
+    HookDone {
+        conn: ConnId,
+        seq: u64,
+        pending: Box<super::hooks::Pending>,
+        called: Vec<crate::hook::Called>,
+    },
+    /// A hook call whose outcome only counts (connect, disconnect).
+    HookObserved(crate::hook::Called),
     Shutdown,
 }
 
@@ -195,6 +209,18 @@ impl HubClient {
         // readers that produce it instead of growing without limit.
         let (tx, rx) = async_channel::bounded(4096);
         (Self { tx }, rx)
+    }
+
+    /// A sender that does not keep the hub's channel open: hook tasks
+    /// report with it, and the hub holds one itself.
+    pub fn downgrade(&self) -> async_channel::WeakSender<Command> {
+        self.tx.downgrade()
+    }
+
+    /// Counts a hook call the hub does not answer.
+    pub async fn hook_observed(&self, called: crate::hook::Called) {
+        // Only a counter; a stopped hub has nothing left to count.
+        let _ = self.send(Command::HookObserved(called)).await;
     }
 
     /// Whether the hub task has stopped.

@@ -6,13 +6,15 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::hooks::{Action, Pending};
 use super::membership::{self, enter};
 use super::room::Room;
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
+use crate::hook::Hook;
 use crate::protocol::{
-    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish,
-    Subscribe, Target, Timestamp, new_uuid,
+    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Subscribe,
+    Timestamp, is_reserved_type, new_uuid,
 };
 
 impl Hub {
@@ -51,7 +53,7 @@ impl Hub {
                 self.send(id, "pong", json!({}), Some(corr), reference);
                 Ok(())
             }
-            ClientAction::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
+            ClientAction::Subscribe(sub) => self.subscribe_checked(id, sub, corr, reference, true),
             ClientAction::Unsubscribe { rooms } => {
                 self.unsubscribe(id, &rooms);
                 self.send(
@@ -70,6 +72,7 @@ impl Hub {
             } => self.client_publish(id, room, event, payload, corr, reference),
             ClientAction::Presence { room } => self.presence(id, room, corr, reference),
             ClientAction::Refresh { token } => self.refresh(id, &token, corr, reference),
+            ClientAction::Rpc { method, params } => self.rpc(id, method, params, corr, reference),
         };
         if let Err((error, details)) = outcome {
             self.send_error(id, &error, details, corr, reference);
@@ -97,14 +100,19 @@ impl Hub {
         }
     }
 
-    fn subscribe(
+    /// A `subscribe`: checked, then (with `ask_hook` and a `subscribe_hook`)
+    /// sent to the app for its new rooms, or joined at once.
+    pub(super) fn subscribe_checked(
         &mut self,
         id: ConnId,
         sub: Subscribe,
         corr: &str,
         reference: Option<&str>,
+        ask_hook: bool,
     ) -> Result<(), (ProtocolError, Value)> {
-        let conn = &self.conns[&id];
+        let Some(conn) = self.conns.get(&id) else {
+            return Ok(());
+        };
         if let Some(claims) = &conn.claims
             && let Some(room) = sub.rooms.iter().find(|r| !claims.may_subscribe(r))
         {
@@ -116,6 +124,30 @@ impl Hub {
         if conn.rooms.len() + more > limit {
             let error = membership::too_many_rooms(limit, conn.rooms.len(), more);
             return Err((error, json!({"limit": limit})));
+        }
+        if ask_hook && self.has_hook(Hook::Subscribe) {
+            let rooms: Vec<String> = sub
+                .rooms
+                .iter()
+                .filter(|r| !conn.rooms.contains(r))
+                .cloned()
+                .collect();
+            if !rooms.is_empty() {
+                let extras = rooms
+                    .iter()
+                    .map(|r| {
+                        let mut m = serde_json::Map::new();
+                        m.insert("room".into(), json!(r));
+                        m
+                    })
+                    .collect();
+                let pending = Pending {
+                    correlation_id: corr.to_string(),
+                    reference: reference.map(str::to_string),
+                    action: Action::Subscribe { sub, rooms },
+                };
+                return self.start_hook(id, Hook::Subscribe, extras, pending);
+            }
         }
         let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
         let mut recovered = BTreeMap::new();
@@ -218,22 +250,32 @@ impl Hub {
         {
             return Err(forbidden(&room, "publish to"));
         }
-        let publish = Publish {
-            kind: event,
-            payload,
-            target: Target::Room(room),
-            idempotency_key: None,
+        if !self.has_hook(Hook::Publish) {
+            return self.publish_now(id, room, event, payload, corr, reference);
+        }
+        if is_reserved_type(&event) {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::ReservedType,
+                    format!("`{event}` is reserved for the hub"),
+                ),
+                json!({}),
+            ));
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("room".into(), json!(room));
+        extra.insert("event".into(), json!(event));
+        extra.insert("payload".into(), Value::Object(payload.clone()));
+        let pending = Pending {
+            correlation_id: corr.to_string(),
+            reference: reference.map(str::to_string),
+            action: Action::Publish {
+                room,
+                event,
+                payload,
+            },
         };
-        let published = self
-            .publish(publish, corr.to_string(), Some(id), Instant::now())
-            .map_err(|e| (e, json!({})))?;
-        let payload = json!({
-            "id": published.id,
-            "seq": published.seq,
-            "recipients": published.recipients,
-        });
-        self.send(id, "published", payload, Some(corr), reference);
-        Ok(())
+        self.start_hook(id, Hook::Publish, vec![extra], pending)
     }
 
     fn presence(

@@ -90,6 +90,8 @@ pub enum ErrorCode {
     HistoryUnavailable,
     RateLimited,
     TooManyRooms,
+    // Section 10.
+    HookUnavailable,
     // HTTP and handshake errors (sections 1 and 2).
     BadRequest,
     Unauthenticated,
@@ -123,6 +125,7 @@ impl ErrorCode {
             Self::HistoryUnavailable => "history_unavailable",
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
+            Self::HookUnavailable => "hook_unavailable",
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",

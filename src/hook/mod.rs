@@ -7,12 +7,18 @@
 //! command. This module knows bodies, transports, signatures, timeouts and
 //! the answer's three shapes; what an answer does is the hub's business.
 
+mod answer;
 mod http;
 mod stdio;
+
+pub use answer::{ConnectAnswer, connect_answer, parse_timestamp};
 
 pub use stdio::StdioReplies;
 pub(crate) use stdio::{Routed as StdioRouted, Stdio, route as route_stdio, stdio};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -289,6 +295,32 @@ fn warn(hook: Hook, correlation_id: &str, status: Option<u16>, cause: &str) {
         cause = as_json(cause),
         "hook unavailable"
     );
+}
+
+/// A hook call, boxed so that several can run together.
+pub(crate) type BoxedCall<'a> = Pin<Box<dyn Future<Output = Called> + 'a>>;
+
+/// Runs every call at once; their outcomes in the order given.
+pub(crate) async fn all(mut calls: Vec<BoxedCall<'_>>) -> Vec<Called> {
+    let mut done: Vec<Option<Called>> = calls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (call, slot) in calls.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match call.as_mut().poll(cx) {
+                    Poll::Ready(called) => *slot = Some(called),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// The hex HMAC-SHA256 of `body` with `secret`, as `X-Wshub-Signature` carries it.

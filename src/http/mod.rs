@@ -9,6 +9,7 @@
 //! progress for `handshake_timeout` closes it.
 
 mod access;
+mod connect_hook;
 mod host;
 mod request;
 mod response;

@@ -144,6 +144,8 @@ pub(crate) struct SetHealthRequest {
 pub(crate) enum Command {
     Join(Box<JoinRequest>, Sender<Result<Joined, Refusal>>),
     Rejected(ErrorCode),
+    /// An upgrade refused by an app's hook, with its code.
+    RejectedBy(String),
     /// A client message (boxed: the reader's pending send stays small),
     /// with the messages the rate limit dropped before it.
     Message {
@@ -245,6 +247,12 @@ impl HubClient {
     pub async fn rejected(&self, code: ErrorCode) {
         // Only a counter; a stopped hub has nothing left to count.
         let _ = self.send(Command::Rejected(code)).await;
+    }
+
+    /// Counts an upgrade refused with `code` (an app's, or `hook_unavailable`).
+    pub async fn rejected_by(&self, code: String) {
+        // Only a counter; a stopped hub has nothing left to count.
+        let _ = self.send(Command::RejectedBy(code)).await;
     }
 
     /// Sends a command that needs no answer; the future is the channel's

@@ -8,15 +8,12 @@
 //! answers in the order it asked. The hub task itself never waits.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
 use serde_json::{Map, Value, json};
 
 use super::command::Command;
 use super::{ConnId, Hub};
-use crate::hook::{Called, Hook, Outcome, unavailable};
+use crate::hook::{BoxedCall, Called, Hook, Outcome, all, unavailable};
 use crate::log::as_json;
 use crate::protocol::{ErrorCode, ProtocolError, Publish, Subscribe, Target, new_uuid};
 use std::time::Instant;
@@ -64,31 +61,6 @@ pub(crate) enum Action {
     },
 }
 
-type BoxedCall = Pin<Box<dyn Future<Output = Called>>>;
-
-/// Runs every call at once; their outcomes in the order given.
-async fn all(mut calls: Vec<BoxedCall>) -> Vec<Called> {
-    let mut done: Vec<Option<Called>> = calls.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (call, slot) in calls.iter_mut().zip(done.iter_mut()) {
-            if slot.is_none() {
-                match call.as_mut().poll(cx) {
-                    Poll::Ready(called) => *slot = Some(called),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
-}
-
 impl Hub {
     /// Whether `hook` is configured.
     pub(super) fn has_hook(&self, hook: Hook) -> bool {
@@ -132,14 +104,15 @@ impl Hub {
         }
         let seq = conn.hooks.next;
         conn.hooks.next += 1;
-        let calls: Vec<BoxedCall> = extras
+        let calls: Vec<BoxedCall<'static>> = extras
             .into_iter()
             .map(|extra| {
                 let hooks = self.hooks.clone();
                 let correlation_id = pending.correlation_id.clone();
                 let mut body = base.clone();
                 body.extend(extra);
-                Box::pin(async move { hooks.call(hook, body, &correlation_id).await }) as BoxedCall
+                Box::pin(async move { hooks.call(hook, body, &correlation_id).await })
+                    as BoxedCall<'static>
             })
             .collect();
         let hub = self.me.clone();

@@ -192,6 +192,7 @@ impl Hub {
                 let _ = reply.try_send(outcome);
             }
             Command::Rejected(code) => self.metrics.rejected(code.as_str()),
+            Command::RejectedBy(code) => self.metrics.rejected(&code),
             Command::Message {
                 conn,
                 message,

@@ -82,9 +82,12 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
                 thread_epoch,
                 thread_hub,
                 commands,
-                schemas,
-                signals,
-                (stdio, router),
+                Extras {
+                    schemas,
+                    signals,
+                    stdio,
+                    router,
+                },
             );
             drop(stopped_tx);
         })?;
@@ -113,6 +116,15 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What the hub thread takes besides its socket, config and channel.
+struct Extras {
+    schemas: Option<Schemas>,
+    signals: Option<async_signal::Signals>,
+    /// The stdio hook transport, when a hook is `stdio`, and its router's end.
+    stdio: Option<hook::Stdio>,
+    router: Option<Receiver<StdioRouted>>,
+}
+
 /// The hub thread: one executor running the hub task, the accept loop and
 /// every connection, until the hub has drained.
 fn run(
@@ -121,10 +133,14 @@ fn run(
     epoch: String,
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
-    schemas: Option<Schemas>,
-    signals: Option<async_signal::Signals>,
-    (stdio, router): (Option<hook::Stdio>, Option<Receiver<StdioRouted>>),
+    extras: Extras,
 ) {
+    let Extras {
+        schemas,
+        signals,
+        stdio,
+        router,
+    } = extras;
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
     let hooks = Rc::new(Hooks::new(&config, stdio));

@@ -22,7 +22,7 @@ use smol::Async;
 use crate::config::HttpTarget;
 
 /// Idle keep-alive connections kept per origin; more are closed after use.
-const POOL_SIZE: usize = 64;
+const POOL_SIZE: usize = 128;
 /// Largest response head accepted from an app.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest response body accepted from an app.

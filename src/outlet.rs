@@ -178,9 +178,13 @@ impl Outlet {
                 }
                 true
             }
-            // Pongs come from the reader's Pings and closes are one at
-            // most: neither goes through the hub's queue limit.
-            Outbound::Pong => true,
+            // The reader's Pongs go through `Outlet::pong` (one at most);
+            // the hub makes none.
+            Outbound::Pong => {
+                debug_assert!(false, "a Pong pushed past Outlet::pong");
+                true
+            }
+            // A close is one at most and waits for no room.
             Outbound::Close(code) => {
                 self.close(code);
                 true

@@ -18,7 +18,7 @@ use crate::executor::Spawner;
 use crate::hook::{self, Hooks, StdioReplies, StdioRouted};
 use crate::http::{self, Context};
 use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, HubParts, Status};
-use crate::log::{as_json, opt_json};
+use crate::log::as_json;
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
@@ -168,17 +168,13 @@ fn run(
             shutdown,
             hooks: hooks.clone(),
         });
-        let addr = listener.get_ref().local_addr().ok();
+        let addr = listener.get_ref().local_addr().unwrap_or(config.bind);
         spawner.spawn(accept_loop(listener, ctx));
         let (force_tx, force) = async_channel::bounded::<()>(1);
         if let Some(signals) = signals {
             spawner.spawn(signal_loop(signals, hub.clone(), force_tx));
         }
-        tracing::info!(
-            epoch = as_json(&epoch),
-            addr = opt_json(addr),
-            "hub started"
-        );
+        tracing::info!(epoch = as_json(&epoch), addr = as_json(addr), "hub started");
         let parts = HubParts {
             epoch,
             schemas,

@@ -96,7 +96,10 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             .filter(|id| is_valid_correlation_id(id))
             .map_or_else(new_uuid, str::to_string);
 
-        if ctx.shutdown.is_draining() || ctx.hub.is_closed() {
+        // A foreign Host is refused first, draining or not: a rebinding
+        // page learns nothing, not even that the hub is stopping.
+        let host = host::check(&request, &ctx.config);
+        if host.is_ok() && (ctx.shutdown.is_draining() || ctx.hub.is_closed()) {
             let response = Response::shutting_down();
             let bytes = response.to_bytes(&correlation_id, false);
             let _ = write_all_within(&mut io, &bytes, stall).await;
@@ -111,7 +114,7 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             return;
         }
 
-        let front_door = host::check(&request, &ctx.config)
+        let front_door = host
             .map_err(|refusal| Response::refusal(&refusal))
             .and_then(|()| access::check_origin(&request, &ctx.config));
         let (mut response, in_sync) = match front_door {

@@ -1,7 +1,8 @@
 //! The hub-wide history budget, `max_history_bytes` (PROTOCOL.md section 5):
 //! every event held in any room's ring, in publish order, and their bytes.
 //! Past the budget the hub's oldest events leave first, whatever their room,
-//! and a room left with neither members nor history is forgotten.
+//! and a room left with neither members nor history is forgotten (its seq
+//! is not: see [`Rooms`]).
 //!
 //! What is counted is [`EventRecord::size`]: each held event's JSON frame
 //! and, once made, its MessagePack frame (the hub keeps both to send them
@@ -13,31 +14,11 @@
 //! pushes out. The ledger holds exactly the events the rings hold, so it is
 //! no larger than they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::room::{EventRecord, Room};
-
-/// The hub's rooms by name; the names are shared with each member's
-/// room set.
-pub(crate) type Rooms = HashMap<Arc<str>, Room>;
-
-/// Forgets room `name` if it has neither members nor history left (the
-/// one rule for when a room ends, PROTOCOL.md section 5).
-pub(crate) fn forget_if_idle(rooms: &mut Rooms, name: &str) {
-    if rooms.get(name).is_some_and(Room::is_idle) {
-        rooms.remove(name);
-    }
-}
-
-/// The room called `name`, made empty if there is none, and its shared name.
-pub(crate) fn open_room<'a>(rooms: &'a mut Rooms, name: &str) -> (Arc<str>, &'a mut Room) {
-    let key = match rooms.get_key_value(name) {
-        Some((key, _)) => key.clone(),
-        None => Arc::from(name),
-    };
-    (key.clone(), rooms.entry(key).or_default())
-}
+use super::room::EventRecord;
+use super::rooms::Rooms;
 
 /// Every event the rooms' rings hold, oldest first, and their total size.
 #[derive(Debug)]
@@ -123,7 +104,7 @@ impl HistoryLedger {
                 Some(size) => self.bytes -= size,
                 None => debug_assert!(false, "a ledger entry its ring does not hold"),
             }
-            forget_if_idle(rooms, &name);
+            rooms.forget_if_idle(&name);
         }
     }
 }
@@ -131,6 +112,7 @@ impl HistoryLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::room::Room;
     use crate::protocol::{Encoding, encode};
 
     /// An event of about `size` bytes.
@@ -143,7 +125,7 @@ mod tests {
     }
 
     fn publish(ledger: &mut HistoryLedger, rooms: &mut Rooms, name: &str, size: usize, cap: usize) {
-        let seq = open_room(rooms, name).1.next_seq();
+        let seq = rooms.open(name).1.next_seq();
         ledger.keep(rooms, name, event(seq, size), cap);
     }
 
@@ -171,7 +153,7 @@ mod tests {
         for _ in 0..5 {
             publish(&mut ledger, &mut rooms, "a", 1000, 100);
         }
-        open_room(&mut rooms, "kept"); // a room with no event stays as it is
+        rooms.open("kept"); // a room with no event stays as it is
         for _ in 0..10 {
             publish(&mut ledger, &mut rooms, "b", 1000, 100);
             assert_consistent(&ledger, &rooms);
@@ -235,9 +217,9 @@ mod tests {
         publish(&mut ledger, &mut rooms, "a", 2000, 10);
         assert_eq!(ledger.len(), 0);
         assert_eq!((ledger.bytes(), oldest(&rooms, "a")), (0, None));
-        // The room was forgotten with its seq: the next event starts at 1.
+        // The room was forgotten, but not its seq: the next event is 3.
         publish(&mut ledger, &mut rooms, "a", 100, 10);
-        assert_eq!(rooms["a"].last_seq(), 1);
+        assert_eq!(rooms["a"].last_seq(), 3);
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod idempotency;
 mod membership;
 mod publish;
 mod room;
+mod rooms;
 mod session;
 
 pub use crate::outlet::Outbound;
@@ -56,8 +57,9 @@ use crate::protocol::{
 use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
 use health::Health;
-use history::{HistoryLedger, Rooms};
+use history::HistoryLedger;
 use idempotency::IdempotencyKeys;
+use rooms::Rooms;
 /// The liveness sweep runs at least this often (token expiry is due within 1 s).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// ...and at most this often, however short the heartbeat timeout.

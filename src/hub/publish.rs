@@ -7,7 +7,6 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::history::{forget_if_idle, open_room};
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, PresenceMember, Status};
 use crate::log::{as_json, opt_json};
@@ -37,7 +36,7 @@ impl Hub {
         }
         let id = new_uuid();
         let seq = match &publish.target {
-            Target::Room(name) => Some(open_room(&mut self.rooms, name).1.next_seq()),
+            Target::Room(name) => Some(self.rooms.open(name).1.next_seq()),
             _ => None,
         };
         let json = event_json(
@@ -76,7 +75,7 @@ impl Hub {
         }
         let recipients = self.finish(fanout.done(), publish.room());
         if let Target::Room(name) = &publish.target {
-            forget_if_idle(&mut self.rooms, name);
+            self.rooms.forget_if_idle(name);
         }
         self.metrics
             .broadcast

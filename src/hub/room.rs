@@ -61,6 +61,14 @@ pub(crate) struct Room {
 }
 
 impl Room {
+    /// An empty room whose next event has seq `last_seq + 1`.
+    pub fn continuing(last_seq: u64) -> Self {
+        Self {
+            last_seq,
+            ..Self::default()
+        }
+    }
+
     /// Adds a member; `false` if it was one already.
     pub fn join(&mut self, member: Recipient) -> bool {
         if self.index.contains_key(&member.id) {

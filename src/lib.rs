@@ -65,6 +65,7 @@ mod connection;
 mod engine;
 mod error;
 mod executor;
+pub mod hook;
 mod http;
 pub mod hub;
 pub mod log;

@@ -39,6 +39,13 @@ const ENGINE_BUCKETS: &[f64] = &[
 ];
 /// Every `op` label of `wshub_engine_seconds`.
 pub const ENGINE_OPS: [&str; 3] = ["append", "read", "expire"];
+const HOOK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Every `hook` label of the hook metrics (PROTOCOL.md section 10).
+pub const HOOKS: [&str; 5] = ["connect", "subscribe", "publish", "rpc", "disconnect"];
+/// Every `outcome` label of `wshub_hook_requests_total`.
+pub const HOOK_OUTCOMES: [&str; 3] = ["answered", "refused", "unavailable"];
 const DURATION_BUCKETS: &[f64] = &[
     0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21_600.0, 86_400.0,
 ];
@@ -126,6 +133,10 @@ pub struct Metrics {
     pub broadcast: Histogram,
     /// The store's (or Redis's) figures; `None` with the memory engine.
     pub engine: Option<EngineMetrics>,
+    /// Hook calls, by hook and outcome.
+    pub hook_requests: BTreeMap<(&'static str, &'static str), u64>,
+    /// How long hook calls took, by hook.
+    pub hook_seconds: BTreeMap<&'static str, Histogram>,
 }
 
 /// What `/metrics` says about an engine that is not the hub's memory.
@@ -163,6 +174,14 @@ impl Default for Metrics {
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
             engine: None,
+            hook_requests: HOOKS
+                .iter()
+                .flat_map(|h| HOOK_OUTCOMES.iter().map(move |o| ((*h, *o), 0)))
+                .collect(),
+            hook_seconds: HOOKS
+                .iter()
+                .map(|h| (*h, Histogram::new(HOOK_BUCKETS)))
+                .collect(),
         }
     }
 }
@@ -196,6 +215,15 @@ impl Metrics {
                 *self.event_encodings.entry(protocol).or_default() += 1;
             }
         }
+    }
+
+    /// Counts a hook call (labels from [`HOOKS`] and [`HOOK_OUTCOMES`]).
+    pub fn hook_called(&mut self, hook: &'static str, outcome: &'static str, seconds: f64) {
+        *self.hook_requests.entry((hook, outcome)).or_default() += 1;
+        self.hook_seconds
+            .entry(hook)
+            .or_insert_with(|| Histogram::new(HOOK_BUCKETS))
+            .observe(seconds);
     }
 
     /// Counts a refused upgrade.
@@ -317,6 +345,22 @@ impl Metrics {
             for (op, histogram) in &engine.seconds {
                 histogram.render_series(&mut out, name, &format!("op=\"{op}\","));
             }
+        }
+        let name = "wshub_hook_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Hook calls to the app, by hook and outcome.\n# TYPE {name} counter"
+        );
+        for ((hook, outcome), n) in &self.hook_requests {
+            let _ = writeln!(out, "{name}{{hook=\"{hook}\",outcome=\"{outcome}\"}} {n}");
+        }
+        let name = "wshub_hook_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long hook calls to the app took, by hook.\n# TYPE {name} histogram"
+        );
+        for (hook, histogram) in &self.hook_seconds {
+            histogram.render_series(&mut out, name, &format!("hook=\"{hook}\","));
         }
         out
     }

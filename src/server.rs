@@ -12,13 +12,14 @@ use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, HookUrl};
 use crate::engine::store::{Store, StoreLimits};
 use crate::engine::{Engine, Memory};
 use crate::error::Error;
 use crate::executor::Spawner;
+use crate::hook::{self, Hooks, StdioReplies, StdioRouted};
 use crate::http::{self, Context};
-use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
+use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, HubParts, Status};
 use crate::log::as_json;
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
@@ -57,13 +58,38 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         );
     }
     let signals = signals(&config);
+    let uses_stdio = [
+        &config.connect_hook,
+        &config.subscribe_hook,
+        &config.publish_hook,
+        &config.rpc_hook,
+        &config.disconnect_hook,
+    ]
+    .iter()
+    .any(|u| matches!(u, Some(HookUrl::Stdio)));
+    let (stdio, replies, router) = if uses_stdio {
+        let (stdio, replies, router) = hook::stdio();
+        (Some(stdio), Some(replies), Some(router))
+    } else {
+        (None, None, None)
+    };
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
     std::thread::Builder::new()
         .name("wshub".into())
         .spawn(move || {
             run(
-                listener, config, engine, thread_hub, commands, schemas, signals,
+                listener,
+                config,
+                engine,
+                thread_hub,
+                commands,
+                Extras {
+                    schemas,
+                    signals,
+                    stdio,
+                    router,
+                },
             );
             drop(stopped_tx);
         })?;
@@ -72,6 +98,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         epoch,
         hub,
         stopped,
+        stdio_replies: replies,
     })
 }
 
@@ -106,6 +133,15 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What the hub thread takes besides its socket, config and channel.
+struct Extras {
+    schemas: Option<Schemas>,
+    signals: Option<async_signal::Signals>,
+    /// The stdio hook transport, when a hook is `stdio`, and its router's end.
+    stdio: Option<hook::Stdio>,
+    router: Option<Receiver<StdioRouted>>,
+}
+
 /// The hub thread: one executor running the hub task, the accept loop and
 /// every connection, until the hub has drained.
 fn run(
@@ -114,11 +150,20 @@ fn run(
     engine: Box<dyn Engine>,
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
-    schemas: Option<Schemas>,
-    signals: Option<async_signal::Signals>,
+    extras: Extras,
 ) {
+    let Extras {
+        schemas,
+        signals,
+        stdio,
+        router,
+    } = extras;
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
+    let hooks = Rc::new(Hooks::new(&config, stdio));
+    if let Some(router) = router {
+        spawner.spawn(hook::route_stdio(router));
+    }
     let grace = config.shutdown_grace;
     smol::block_on(executor.run(async {
         let listener = match Async::new(listener) {
@@ -138,6 +183,7 @@ fn run(
             config: config.clone(),
             spawner: spawner.clone(),
             shutdown,
+            hooks: hooks.clone(),
         });
         let addr = listener.get_ref().local_addr().unwrap_or(config.bind);
         spawner.spawn(accept_loop(listener, ctx));
@@ -151,7 +197,14 @@ fn run(
             engine = as_json(engine.kind()),
             "hub started"
         );
-        Hub::new(config, engine, schemas, task).run(commands).await;
+        let parts = HubParts {
+            schemas,
+            tasks: task,
+            hooks,
+            spawner: spawner.clone(),
+            me: hub.downgrade(),
+        };
+        Hub::new(config, engine, parts).run(commands).await;
         trigger.fire();
         // Every connection has been sent a close frame; give their closing
         // handshakes until the grace period ends, or a second signal. The
@@ -235,9 +288,23 @@ pub struct Handle {
     epoch: Arc<str>,
     hub: HubClient,
     stopped: Receiver<()>,
+    stdio_replies: Option<StdioReplies>,
 }
 
 impl Handle {
+    /// Hands in a stdin line that carries `hook_reply` (section 10): the
+    /// answer to a `stdio` hook request. `Err` says why it was not taken
+    /// (no hook is `stdio`, or the line is malformed).
+    pub fn hook_reply(
+        &self,
+        line: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        match &self.stdio_replies {
+            Some(replies) => replies.reply(line),
+            None => Err("no hook is configured as `stdio`".into()),
+        }
+    }
+
     /// The bound address (with the real port when `bind` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

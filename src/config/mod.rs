@@ -1,9 +1,11 @@
 //! The settings of PROTOCOL.md section 8: names, defaults, parsing, checks,
 //! and the precedence flag, then environment, then TOML file, then default.
 
+mod hook;
 mod hosts;
 mod value;
 
+pub use hook::{HookUrl, HttpTarget};
 pub use hosts::{AllowedHosts, normalize_host};
 
 use std::collections::BTreeMap;
@@ -26,6 +28,8 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default number of rooms one connection may hold.
 pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 1000;
+/// Default time a hook has to answer.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default budget of all rooms' history together, in bytes (64 MiB).
 pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
 
@@ -224,6 +228,26 @@ settings! {
     store: Option<PathBuf> = None, "none", "DIR", value::path;
     /// Events older than this leave a room's history, in memory and in the store; 0 for no limit.
     history_ttl: Duration = Duration::ZERO, "0", "DURATION", value::duration;
+    /// URL the hub POSTs each upgrade to before admitting it (`http://…`, or `stdio` with `--stdin-events`).
+    connect_hook: Option<HookUrl> = None, "none", "URL", value::hook;
+    /// URL asked before a connection joins each room.
+    subscribe_hook: Option<HookUrl> = None, "none", "URL", value::hook;
+    /// URL asked before each client `publish`; its answer may replace the payload.
+    publish_hook: Option<HookUrl> = None, "none", "URL", value::hook;
+    /// URL that answers each client `rpc`.
+    rpc_hook: Option<HookUrl> = None, "none", "URL", value::hook;
+    /// URL told once a connection is gone.
+    disconnect_hook: Option<HookUrl> = None, "none", "URL", value::hook;
+    /// Time a hook has to answer before it counts as `hook_unavailable`.
+    hook_timeout: Duration = DEFAULT_HOOK_TIMEOUT, "5s", "DURATION", value::duration;
+    /// Key of the `X-Wshub-Signature` HMAC-SHA256 of every hook body.
+    hook_secret: Option<String> = None, "none", "SECRET", value::secret;
+    /// Upgrade request headers copied into the connect hook's `headers`, comma-separated.
+    hook_forward_headers: Vec<String> = default_forward_headers(), "cookie,authorization", "LIST", value::header_names;
+}
+
+fn default_forward_headers() -> Vec<String> {
+    vec!["cookie".into(), "authorization".into()]
 }
 
 fn default_bind() -> SocketAddr {
@@ -311,6 +335,7 @@ impl Config {
             ("handshake_timeout", self.handshake_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
+            ("hook_timeout", self.hook_timeout),
         ];
         for (name, d) in positive {
             if d.is_zero() {

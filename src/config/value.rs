@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{AllowedHosts, AllowedOrigins, hosts};
+use super::{AllowedHosts, AllowedOrigins, HookUrl, hosts};
 
 /// A setting's raw value: text from a flag, a variable or a TOML scalar, or
 /// a TOML array of strings.
@@ -47,6 +47,34 @@ pub(crate) fn secret(raw: &Raw) -> Result<Option<String>, String> {
 /// A file path that must not be empty.
 pub(crate) fn path(raw: &Raw) -> Result<Option<PathBuf>, String> {
     non_empty(raw.text()?).map(|p| Some(PathBuf::from(p)))
+}
+
+/// A hook URL: `http://…` or `stdio`.
+pub(crate) fn hook(raw: &Raw) -> Result<Option<HookUrl>, String> {
+    HookUrl::parse(non_empty(raw.text()?)?.as_str()).map(Some)
+}
+
+/// Header names, lower-cased; an empty value forwards none.
+pub(crate) fn header_names(raw: &Raw) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for item in raw
+        .items()
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        if !item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(format!("`{item}` is not a header name"));
+        }
+        let name = item.to_ascii_lowercase();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// A duration.

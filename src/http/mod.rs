@@ -9,6 +9,7 @@
 //! progress for `handshake_timeout` closes it.
 
 mod access;
+mod connect_hook;
 mod host;
 mod request;
 mod response;
@@ -41,6 +42,8 @@ pub(crate) struct Context {
     pub spawner: Spawner,
     /// Set once the hub drains: requests are then answered 503.
     pub shutdown: Shutdown,
+    /// The app's hooks (the upgrade asks `connect_hook`).
+    pub hooks: Rc<crate::hook::Hooks>,
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.

@@ -14,7 +14,7 @@ use smol::Async;
 use super::access::{bearer, request_origin_allowed};
 use super::request::Request;
 use super::response::{Response, write_all_within};
-use super::{Context, host};
+use super::{Context, connect_hook, host};
 use crate::auth::{self, Claims};
 use crate::config::Config;
 use crate::connection::{self, Upgraded};
@@ -48,11 +48,43 @@ pub(crate) async fn upgrade(
     correlation_id: String,
     ctx: &Context,
 ) {
-    let accepted = match check(&request, &ctx.config) {
+    let mut accepted = match check(&request, &ctx.config) {
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
             refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            return;
+        }
+    };
+    let let_in = match connect_hook::ask(&request, peer, &mut accepted, &correlation_id, ctx).await
+    {
+        Ok(let_in) => let_in,
+        Err(kept) => {
+            let (status, code, message) = kept.response();
+            ctx.hub.rejected_by(code.clone()).await;
+            tracing::info!(
+                correlation_id = as_json(&correlation_id),
+                ip = as_json(peer.ip()),
+                status = as_json(status),
+                code = as_json(&code),
+                message = as_json(&message),
+                "handshake rejected"
+            );
+            let mut response = Response::json(
+                status,
+                &serde_json::json!({"error": {"code": code, "message": message}}),
+            );
+            if status == 503 {
+                response = response.with_header("Retry-After", "1");
+            }
+            let bytes = response.to_bytes(&correlation_id, false);
+            let mut io = &stream;
+            if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
+                .await
+                .is_ok()
+            {
+                let _ = io.close().await;
+            }
             return;
         }
     };
@@ -63,8 +95,10 @@ pub(crate) async fn upgrade(
         origin: request.header("origin").map(str::to_string),
         user_agent: request.header("user-agent").map(str::to_string),
         encoding: accepted.encoding,
-        claims: accepted.claims,
-        rooms: accepted.rooms,
+        claims: let_in.claims,
+        rooms: let_in.rooms,
+        id: Some(let_in.id),
+        expires_at: let_in.expires_at,
         correlation_id: correlation_id.clone(),
         outlet,
     };

@@ -365,7 +365,14 @@ impl Hub {
         }
         let outcome = match failed {
             Some(error) => Err((unavailable(&error), json!({}))),
-            None => self.subscribe_with(conn, sub, &correlation_id, reference.as_deref(), loaded),
+            None => self.subscribe_with(
+                conn,
+                sub,
+                &correlation_id,
+                reference.as_deref(),
+                false,
+                loaded,
+            ),
         };
         if let Err((error, details)) = outcome {
             self.send_error(conn, &error, details, &correlation_id, reference.as_deref());

@@ -20,6 +20,7 @@ mod durable;
 mod event;
 mod health;
 mod history;
+mod hooks;
 mod idempotency;
 mod membership;
 mod publish;
@@ -38,7 +39,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use async_channel::Receiver;
+use std::rc::Rc;
+
+use async_channel::{Receiver, WeakSender};
 use futures_lite::FutureExt;
 use serde::Serialize;
 use serde_json::json;
@@ -46,6 +49,8 @@ use serde_json::json;
 use crate::auth::unix_now;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::executor::Spawner;
+use crate::hook::Hooks;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -87,6 +92,20 @@ pub(crate) struct Hub {
     /// Whether nothing else is waiting for the hub: messages are then
     /// written to idle connections at once rather than queued.
     write_through: bool,
+    /// The app's hooks; calls run as tasks of `spawner` and report to `me`.
+    hooks: Rc<Hooks>,
+    spawner: Spawner,
+    /// The hub's own channel, weakly: it must not keep the hub running.
+    me: WeakSender<Command>,
+}
+
+/// What the hub task needs besides its config.
+pub(crate) struct HubParts {
+    pub schemas: Option<crate::schema::Schemas>,
+    pub tasks: TaskGuard,
+    pub hooks: Rc<Hooks>,
+    pub spawner: Spawner,
+    pub me: WeakSender<Command>,
 }
 
 enum Wake {
@@ -97,12 +116,14 @@ enum Wake {
 
 impl Hub {
     /// A hub with no connections, starting from what `engine` holds.
-    pub fn new(
-        config: Config,
-        mut engine: Box<dyn Engine>,
-        schemas: Option<crate::schema::Schemas>,
-        tasks: TaskGuard,
-    ) -> Self {
+    pub fn new(config: Config, mut engine: Box<dyn Engine>, parts: HubParts) -> Self {
+        let HubParts {
+            schemas,
+            tasks,
+            hooks,
+            spawner,
+            me,
+        } = parts;
         let recovered = engine.recovered();
         let mut rooms = Rooms::new();
         for room in recovered.rooms {
@@ -142,6 +163,9 @@ impl Hub {
             schemas,
             tasks,
             write_through: true,
+            hooks,
+            spawner,
+            me,
         }
     }
 
@@ -200,6 +224,7 @@ impl Hub {
                 let _ = reply.try_send(outcome);
             }
             Command::Rejected(code) => self.metrics.rejected(code.as_str()),
+            Command::RejectedBy(code) => self.metrics.rejected(&code),
             Command::Message {
                 conn,
                 message,
@@ -285,6 +310,13 @@ impl Hub {
                 let _ = reply.try_send(self.render_metrics());
             }
             Command::Engine(answers) => self.on_engine(answers),
+            Command::HookDone {
+                conn,
+                seq,
+                pending,
+                called,
+            } => self.on_hook_done(conn, seq, *pending, called),
+            Command::HookObserved(called) => self.on_hook_observed(called),
             Command::Shutdown => unreachable!("handled by the run loop"),
         }
     }
@@ -296,7 +328,7 @@ impl Hub {
             return Err(refusal.clone());
         }
         let now = Instant::now();
-        let id = ConnId::random();
+        let id = request.id.unwrap_or_else(ConnId::random);
         let ip = request.peer.ip();
         let user = request.claims.as_ref().map(|c| c.sub.clone());
         let mut conn = Conn {
@@ -314,6 +346,8 @@ impl Hub {
             messages_in: 0,
             bytes_in: 0,
             dropped: 0,
+            hooks: hooks::HookQueue::default(),
+            expires_at: request.expires_at,
         };
         let welcome = json!({
             "connection_id": id,
@@ -394,6 +428,14 @@ impl Hub {
             messages_out = as_json(conn.outlet.sent().0),
             "connection closed"
         );
+        let user = conn.user().map(str::to_string);
+        self.disconnect_hook(
+            id,
+            user,
+            reason,
+            close_code,
+            (lasted * 1000.0).round() / 1000.0,
+        );
         Some(conn)
     }
 
@@ -437,7 +479,27 @@ impl Hub {
         correlation_id: &str,
         reference: Option<&str>,
     ) {
-        let mut payload = json!({"code": error.code, "message": error.message});
+        self.send_error_code(
+            id,
+            error.code.as_str(),
+            &error.message,
+            details,
+            correlation_id,
+            reference,
+        );
+    }
+
+    /// [`Hub::send_error`] with any code, such as an app's own (section 10).
+    fn send_error_code(
+        &mut self,
+        id: ConnId,
+        code: &str,
+        message: &str,
+        details: serde_json::Value,
+        correlation_id: &str,
+        reference: Option<&str>,
+    ) {
+        let mut payload = json!({"code": code, "message": message});
         if let (Some(payload), serde_json::Value::Object(extra)) =
             (payload.as_object_mut(), details)
         {
@@ -446,8 +508,8 @@ impl Hub {
         tracing::info!(
             connection_id = as_json(id),
             correlation_id = as_json(correlation_id),
-            code = as_json(error.code),
-            message = as_json(&error.message),
+            code = as_json(code),
+            message = as_json(message),
             "error reply"
         );
         self.send(id, "error", payload, Some(correlation_id), reference);
@@ -489,7 +551,9 @@ impl Hub {
         for conn in self.conns.values() {
             if now.duration_since(conn.last_seen) > timeout {
                 due.push((conn.id, CloseCode::HeartbeatTimeout));
-            } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall) {
+            } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall)
+                || conn.expires_at.is_some_and(|at| at <= wall)
+            {
                 due.push((conn.id, CloseCode::TokenExpired));
             }
         }

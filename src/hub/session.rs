@@ -6,14 +6,16 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::durable::{Loaded, Origin};
+use super::durable::Loaded;
+use super::hooks::{Action, Pending};
 use super::membership::{self, enter};
 use super::room::{EventRecord, Room};
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
+use crate::hook::Hook;
 use crate::protocol::{
-    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish,
-    Subscribe, Target, Timestamp, new_uuid,
+    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Subscribe,
+    Timestamp, is_reserved_type, new_uuid,
 };
 
 impl Hub {
@@ -52,7 +54,7 @@ impl Hub {
                 self.send(id, "pong", json!({}), Some(corr), reference);
                 Ok(())
             }
-            ClientAction::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
+            ClientAction::Subscribe(sub) => self.subscribe_checked(id, sub, corr, reference, true),
             ClientAction::Unsubscribe { rooms } => {
                 self.unsubscribe(id, &rooms);
                 self.send(
@@ -71,6 +73,7 @@ impl Hub {
             } => self.client_publish(id, room, event, payload, corr, reference),
             ClientAction::Presence { room } => self.presence(id, room, corr, reference),
             ClientAction::Refresh { token } => self.refresh(id, &token, corr, reference),
+            ClientAction::Rpc { method, params } => self.rpc(id, method, params, corr, reference),
         };
         if let Err((error, details)) = outcome {
             self.send_error(id, &error, details, corr, reference);
@@ -98,18 +101,21 @@ impl Hub {
         }
     }
 
-    fn subscribe(
+    /// A `subscribe`: checked, then (with `ask_hook` and a `subscribe_hook`)
+    /// sent to the app for its new rooms, or joined at once.
+    pub(super) fn subscribe_checked(
         &mut self,
         id: ConnId,
         sub: Subscribe,
         corr: &str,
         reference: Option<&str>,
+        ask_hook: bool,
     ) -> Result<(), (ProtocolError, Value)> {
-        self.subscribe_with(id, sub, corr, reference, Loaded::new())
+        self.subscribe_with(id, sub, corr, reference, ask_hook, Loaded::new())
     }
 
     /// `subscribe`, with rooms' events already read from the store in
-    /// `loaded`. A resume that needs events only the store holds is put
+    /// `loaded` (and the subscribe hook asked only with `ask_hook`). A resume that needs events only the store holds is put
     /// aside until they are read, before anything is sent.
     pub(super) fn subscribe_with(
         &mut self,
@@ -117,6 +123,7 @@ impl Hub {
         sub: Subscribe,
         corr: &str,
         reference: Option<&str>,
+        ask_hook: bool,
         mut loaded: Loaded,
     ) -> Result<(), (ProtocolError, Value)> {
         let Some(conn) = self.conns.get(&id) else {
@@ -133,6 +140,30 @@ impl Hub {
         if conn.rooms.len() + more > limit {
             let error = membership::too_many_rooms(limit, conn.rooms.len(), more);
             return Err((error, json!({"limit": limit})));
+        }
+        if ask_hook && self.has_hook(Hook::Subscribe) {
+            let rooms: Vec<String> = sub
+                .rooms
+                .iter()
+                .filter(|r| !conn.rooms.contains(r))
+                .cloned()
+                .collect();
+            if !rooms.is_empty() {
+                let extras = rooms
+                    .iter()
+                    .map(|r| {
+                        let mut m = serde_json::Map::new();
+                        m.insert("room".into(), json!(r));
+                        m
+                    })
+                    .collect();
+                let pending = Pending {
+                    correlation_id: corr.to_string(),
+                    reference: reference.map(str::to_string),
+                    action: Action::Subscribe { sub, rooms },
+                };
+                return self.start_hook(id, Hook::Subscribe, extras, pending);
+            }
         }
         let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
         let since = sub.since.clone().unwrap_or_default();
@@ -275,31 +306,32 @@ impl Hub {
         {
             return Err(forbidden(&room, "publish to"));
         }
-        let publish = Publish {
-            kind: event,
-            payload,
-            target: Target::Room(room),
-            idempotency_key: None,
-        };
-        if !self.engine.in_place() {
-            let origin = Origin::Client {
-                conn: id,
-                correlation_id: corr.to_string(),
-                reference: reference.map(str::to_string),
-            };
-            self.publish_later(publish, corr.to_string(), Some(id), Instant::now(), origin);
-            return Ok(());
+        if !self.has_hook(Hook::Publish) {
+            return self.publish_now(id, room, event, payload, corr, reference);
         }
-        let published = self
-            .publish(publish, corr.to_string(), Some(id), Instant::now())
-            .map_err(|e| (e, json!({})))?;
-        let payload = json!({
-            "id": published.id,
-            "seq": published.seq,
-            "recipients": published.recipients,
-        });
-        self.send(id, "published", payload, Some(corr), reference);
-        Ok(())
+        if is_reserved_type(&event) {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::ReservedType,
+                    format!("`{event}` is reserved for the hub"),
+                ),
+                json!({}),
+            ));
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("room".into(), json!(room));
+        extra.insert("event".into(), json!(event));
+        extra.insert("payload".into(), Value::Object(payload.clone()));
+        let pending = Pending {
+            correlation_id: corr.to_string(),
+            reference: reference.map(str::to_string),
+            action: Action::Publish {
+                room,
+                event,
+                payload,
+            },
+        };
+        self.start_hook(id, Hook::Publish, vec![extra], pending)
     }
 
     fn presence(

@@ -92,6 +92,8 @@ pub enum ErrorCode {
     TooManyRooms,
     // Section 9.
     EngineUnavailable,
+    // Section 10.
+    HookUnavailable,
     // HTTP and handshake errors (sections 1 and 2).
     BadRequest,
     Unauthenticated,
@@ -126,6 +128,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
             Self::EngineUnavailable => "engine_unavailable",
+            Self::HookUnavailable => "hook_unavailable",
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",

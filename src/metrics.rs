@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Every `reason` label of `wshub_disconnects_total`.
-pub const DISCONNECT_REASONS: [&str; 9] = [
+pub const DISCONNECT_REASONS: [&str; 10] = [
     "normal",
     "shutdown",
     "rate_limit",
@@ -14,6 +14,7 @@ pub const DISCONNECT_REASONS: [&str; 9] = [
     "token_expired",
     "admin",
     "slow_consumer",
+    "epoch_changed",
     "error",
 ];
 

@@ -13,6 +13,7 @@ use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
 use crate::config::{Config, ConfigError, HookUrl};
+use crate::engine::redis::{Redis, RedisSettings};
 use crate::engine::store::{Store, StoreLimits};
 use crate::engine::{Engine, Memory};
 use crate::error::Error;
@@ -40,7 +41,12 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     config.validate()?;
     let schemas = config.schemas.as_deref().map(Schemas::load).transpose()?;
     let (hub, commands) = HubClient::channel();
-    let engine = open_engine(&config, &hub)?;
+    let node: Arc<str> = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| new_uuid()[..8].to_string())
+        .into();
+    let engine = open_engine(&config, &hub, &node)?;
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
     let epoch: Arc<str> = engine.epoch().into();
@@ -75,6 +81,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     };
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
+    let thread_node = node.clone();
     std::thread::Builder::new()
         .name("wshub".into())
         .spawn(move || {
@@ -89,6 +96,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
                     signals,
                     stdio,
                     router,
+                    node: thread_node,
                 },
             );
             drop(stopped_tx);
@@ -96,15 +104,31 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
     Ok(Handle {
         addr,
         epoch,
+        node,
         hub,
         stopped,
         stdio_replies: replies,
     })
 }
 
-/// The engine `config` asks for: the store in `store`, or memory. A store
-/// that cannot be opened is a bad `store` setting (exit 2 in the binary).
-fn open_engine(config: &Config, hub: &HubClient) -> Result<Box<dyn Engine>, Error> {
+/// The engine `config` asks for: Redis at `redis_url`, the store in
+/// `store`, or memory. A store that cannot be opened, or a Redis that
+/// cannot be reached, is a bad setting (exit 2 in the binary).
+fn open_engine(config: &Config, hub: &HubClient, node: &str) -> Result<Box<dyn Engine>, Error> {
+    if let Some(url) = &config.redis_url {
+        let settings = RedisSettings {
+            url: url.clone(),
+            prefix: config.redis_prefix.clone(),
+            node: node.to_string(),
+            history_size: config.history_size,
+            history_ttl: config.history_ttl,
+            heartbeat_timeout: config.heartbeat_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+        };
+        let redis = Redis::open(settings, hub.engine_sink())
+            .map_err(|message| ConfigError::new("redis_url", message))?;
+        return Ok(Box::new(redis));
+    }
     let Some(dir) = &config.store else {
         return Ok(Box::new(Memory::new()));
     };
@@ -140,6 +164,8 @@ struct Extras {
     /// The stdio hook transport, when a hook is `stdio`, and its router's end.
     stdio: Option<hook::Stdio>,
     router: Option<Receiver<StdioRouted>>,
+    /// This hub's node name (`node_id`, or random per start).
+    node: Arc<str>,
 }
 
 /// The hub thread: one executor running the hub task, the accept loop and
@@ -157,6 +183,7 @@ fn run(
         signals,
         stdio,
         router,
+        node,
     } = extras;
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
@@ -193,6 +220,7 @@ fn run(
         }
         tracing::info!(
             epoch = as_json(engine.epoch()),
+            node = as_json(&*node),
             addr = as_json(addr),
             engine = as_json(engine.kind()),
             "hub started"
@@ -203,6 +231,7 @@ fn run(
             hooks,
             spawner: spawner.clone(),
             me: hub.downgrade(),
+            node,
         };
         Hub::new(config, engine, parts).run(commands).await;
         trigger.fire();
@@ -286,6 +315,7 @@ async fn signal_loop(mut signals: async_signal::Signals, hub: HubClient, force: 
 pub struct Handle {
     addr: SocketAddr,
     epoch: Arc<str>,
+    node: Arc<str>,
     hub: HubClient,
     stopped: Receiver<()>,
     stdio_replies: Option<StdioReplies>,
@@ -313,6 +343,12 @@ impl Handle {
     /// This hub's epoch, as every `welcome` carries it.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// This hub's node name (`node_id`, or random per start), as every
+    /// `welcome` carries it.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The `ws://` URL of the WebSocket endpoint.

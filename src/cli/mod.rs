@@ -226,9 +226,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     // `event` first, as the protocol shows it: a parent may match the prefix.
     let line = format!(
-        "{{\"event\":\"listening\",\"addr\":{},\"epoch\":{}}}",
+        "{{\"event\":\"listening\",\"addr\":{},\"epoch\":{},\"node\":{}}}",
         json!(handle.addr()),
-        json!(handle.epoch())
+        json!(handle.epoch()),
+        json!(handle.node())
     );
     let mut stdout = std::io::stdout().lock();
     // A parent that reads the port from this line must see it now.

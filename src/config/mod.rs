@@ -228,6 +228,12 @@ settings! {
     store: Option<PathBuf> = None, "none", "DIR", value::path;
     /// Events older than this leave a room's history, in memory and in the store; 0 for no limit.
     history_ttl: Duration = Duration::ZERO, "0", "DURATION", value::duration;
+    /// Redis that joins every hub given the same URL and prefix into one cluster (`redis://[user:password@]host[:port][/db]` or `redis+unix:///path`).
+    redis_url: Option<String> = None, "none", "URL", value::redis_url;
+    /// Prefix of every Redis key and channel the cluster uses.
+    redis_prefix: String = "wshub".to_string(), "wshub", "PREFIX", value::redis_prefix;
+    /// This hub's name in the cluster, in `welcome`, the listening line and connection metadata.
+    node_id: Option<String> = None, "random per start", "NAME", value::node_id;
     /// URL the hub POSTs each upgrade to before admitting it (`http://…`, or `stdio` with `--stdin-events`).
     connect_hook: Option<HookUrl> = None, "none", "URL", value::hook;
     /// URL asked before a connection joins each room.
@@ -357,6 +363,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_message_bytes",
                 format!("must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if self.store.is_some() && self.redis_url.is_some() {
+            return Err(ConfigError::new(
+                "redis_url",
+                "cannot be used together with `store`: choose the embedded store or Redis",
             ));
         }
         if self.rate_limit_per_s > 0 && self.rate_limit_burst == 0 {

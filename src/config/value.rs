@@ -54,6 +54,54 @@ pub(crate) fn hook(raw: &Raw) -> Result<Option<HookUrl>, String> {
     HookUrl::parse(non_empty(raw.text()?)?.as_str()).map(Some)
 }
 
+/// A Redis URL: `redis://…` or `redis+unix:///path`.
+pub(crate) fn redis_url(raw: &Raw) -> Result<Option<String>, String> {
+    let url = non_empty(raw.text()?)?;
+    let rest = if let Some(rest) = url.strip_prefix("redis://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("redis+unix://") {
+        if !rest.starts_with('/') {
+            return Err("a `redis+unix://` URL needs an absolute path".into());
+        }
+        rest
+    } else {
+        return Err("must start with `redis://` or `redis+unix://`".into());
+    };
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must name a host or a socket path, without spaces".into());
+    }
+    Ok(Some(url))
+}
+
+/// A Redis key prefix: 1 to 64 visible ASCII characters, no `{` or `}`
+/// (they would be read as hash tags).
+pub(crate) fn redis_prefix(raw: &Raw) -> Result<String, String> {
+    let text = raw.text()?;
+    if text.is_empty() || text.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        return Err("must be visible ASCII characters other than `{` and `}`".into());
+    }
+    Ok(text.to_string())
+}
+
+/// A node name: 1 to 64 of `A-Z a-z 0-9 _ . : -`.
+pub(crate) fn node_id(raw: &Raw) -> Result<Option<String>, String> {
+    let text = raw.text()?;
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !ok {
+        return Err("must be 1 to 64 characters of `A-Z a-z 0-9 _ . : -`".into());
+    }
+    Ok(Some(text.to_string()))
+}
+
 /// Header names, lower-cased; an empty value forwards none.
 pub(crate) fn header_names(raw: &Raw) -> Result<Vec<String>, String> {
     let mut names = Vec::new();

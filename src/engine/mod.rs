@@ -1,15 +1,18 @@
 //! The engine seam (ARCHITECTURE.md, "The engine seam"): what a hub must
 //! remember — the epoch, every room's seq and history, the idempotency
 //! keys — behind one interface, [`Engine`], while the hub task keeps
-//! delivery. Two implementations: [`Memory`] (the default: the hub's own
-//! rings are the record) and [`store::Store`] (`store = DIR`, an SQLite
-//! database written by its own thread with group commit). Redis is the
-//! third, planned.
+//! delivery. Three implementations: [`Memory`] (the default: the hub's own
+//! rings are the record), [`store::Store`] (`store = DIR`, an SQLite
+//! database written by its own thread with group commit) and
+//! [`redis::Redis`] (`redis_url`: several hubs are one cluster; Redis
+//! gives each room event its seq, keeps the history and carries every
+//! event to the hubs that need it, see [`Ask`]).
 //!
 //! The engine never calls into the hub: an engine that answers later does
 //! so through the [`Sink`] it was given, which the hub turns into one of its
 //! own commands, so the hub thread never waits on the engine.
 
+pub(crate) mod redis;
 pub(crate) mod store;
 
 mod sqlite;
@@ -82,6 +85,99 @@ pub(crate) trait Engine: fmt::Debug + Send {
     /// Asks for room `room`'s events after seq `after` (every one held),
     /// answered as [`Answer::Read`] with `token`.
     fn read(&mut self, token: u64, room: &str, after: u64) -> Progress;
+
+    /// Whether the engine is a cluster's (Redis): it, not the hub, gives
+    /// room events their seq, and every event reaches the hub's
+    /// connections through it ([`Answer::Event`]), whichever hub published
+    /// it. The hub then publishes with [`Ask::Publish`], never
+    /// [`Engine::append`].
+    fn is_cluster(&self) -> bool {
+        false
+    }
+
+    /// Asks a cluster engine for `ask`; an engine that is not one refuses.
+    fn ask(&mut self, ask: Ask) -> Progress {
+        let _ = ask;
+        Progress::Refused(EngineError::new("not a cluster engine"))
+    }
+}
+
+/// What a hub delivers through a cluster: a room's subscribers, a user's
+/// connections, or every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    /// A room.
+    Room(String),
+    /// One user's connections.
+    User(String),
+    /// Every connection.
+    Everyone,
+}
+
+/// An event for a cluster engine to sequence (room events), keep and
+/// carry to every hub that needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Sequence {
+    /// The hub's name for the request, given back in the answer.
+    pub token: u64,
+    /// Where the event goes.
+    pub topic: Topic,
+    /// A room event's JSON message before its seq's digits; the whole
+    /// message for the others.
+    pub head: bytes::Bytes,
+    /// A room event's JSON message after its seq's digits.
+    pub tail: bytes::Bytes,
+    /// The publishing connection, which does not get the event.
+    pub except: Option<String>,
+    /// The idempotency key with the event's ID and correlation ID, so that
+    /// a repeat on any hub answers as the first publish did.
+    pub key: Option<(String, String, String)>,
+}
+
+/// What a cluster's engine was asked besides appends and reads.
+#[derive(Debug, Clone)]
+pub(crate) enum Ask {
+    /// Sequence, keep and carry an event: answered as [`Answer::Sequenced`].
+    Publish(Sequence),
+    /// The hub has (or is about to have) a connection that needs the
+    /// topic's events: answered as [`Answer::Watching`] once every later
+    /// event of it will come as [`Answer::Event`].
+    Watch(Topic),
+    /// No connection of the hub needs the topic any more.
+    Unwatch(Topic),
+    /// A connection joined a room (presence).
+    Joined {
+        room: String,
+        conn: String,
+        user: Option<String>,
+    },
+    /// A connection left a room.
+    Left { room: String, conn: String },
+    /// A connection opened on this hub.
+    Connected { conn: String, user: Option<String> },
+    /// A connection of this hub is gone.
+    Disconnected { conn: String, user: Option<String> },
+    /// The cluster's members of a room: answered as [`Answer::Presence`].
+    Presence { token: u64, room: String },
+    /// Closes a connection with 4003 on whichever hub holds it: answered
+    /// as [`Answer::Disconnected`].
+    Disconnect { token: u64, conn: String },
+    /// A health component set on this hub, for every hub of the cluster.
+    Health {
+        component: String,
+        status: String,
+        detail: Option<String>,
+    },
+}
+
+/// A cluster engine's answer to a publish.
+#[derive(Debug, Clone)]
+pub(crate) enum Sequenced {
+    /// A new event, with its seq (room events) and the cluster's
+    /// subscribers of its topic when it was sequenced.
+    New { seq: Option<u64>, recipients: usize },
+    /// A repeated idempotency key: the first publish's reply.
+    Repeat(Published),
 }
 
 /// How far a request got when its call returned.
@@ -171,8 +267,55 @@ pub(crate) enum Answer {
     Expired { rooms: Vec<(String, u64)> },
     /// The engine can take writes (`up`), or cannot and why.
     Health { up: bool, detail: Option<String> },
-    /// How long an operation took (`op` is `append`, `read` or `expire`).
+    /// How long an operation took (`op` is `append`, `read` or `expire`;
+    /// with Redis `publish`, `read`, `watch`, `presence` or `check`).
     Timing { op: &'static str, seconds: f64 },
+    /// A cluster publish was sequenced (or refused).
+    Sequenced {
+        token: u64,
+        result: Result<Sequenced, EngineError>,
+    },
+    /// Every later event of `topic` will come as [`Answer::Event`]; for a
+    /// room, its last and oldest seq in the shared history now
+    /// (`oldest = last + 1` when it holds none). Or the topic could not be
+    /// watched.
+    Watching {
+        topic: Topic,
+        result: Result<(u64, u64), EngineError>,
+    },
+    /// An event of the cluster for this hub's connections: a room's in seq
+    /// order, each once (its JSON message holds the seq).
+    Event {
+        topic: Topic,
+        seq: Option<u64>,
+        except: Option<String>,
+        json: bytes::Bytes,
+    },
+    /// A room's events up to `oldest_seq - 1` are gone from the shared
+    /// history before this hub could deliver them: its local subscribers
+    /// missed some and are told so; the room continues at `oldest_seq`.
+    Missed { room: String, oldest_seq: u64 },
+    /// The cluster's epoch changed (its data in Redis was lost): every
+    /// connection must close with 1012.
+    Epoch { epoch: String },
+    /// The members of a room on every live hub, as (connection, user).
+    Presence {
+        token: u64,
+        result: Result<Vec<(String, Option<String>)>, EngineError>,
+    },
+    /// Whether a live hub held the connection asked to be closed.
+    Disconnected {
+        token: u64,
+        result: Result<bool, EngineError>,
+    },
+    /// Another hub's admin asked to close this hub's connection.
+    Kick { conn: String },
+    /// A health component set on another hub.
+    RemoteHealth {
+        component: String,
+        status: String,
+        detail: Option<String>,
+    },
 }
 
 /// Why an engine could not take a request.

@@ -19,7 +19,7 @@ impl Hub {
             None => self.conns.values().map(|c| &**c).collect(),
         };
         conns.sort_by_key(|c| (c.connected, c.id));
-        conns.into_iter().map(Conn::info).collect()
+        conns.into_iter().map(|c| c.info(&self.node)).collect()
     }
 
     /// Every room, by name.

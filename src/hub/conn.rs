@@ -81,7 +81,7 @@ impl Conn {
     }
 
     /// The registry view of this connection.
-    pub fn info(&self) -> ConnectionInfo {
+    pub fn info(&self, node: &str) -> ConnectionInfo {
         let (messages_out, bytes_out) = self.outlet.sent();
         ConnectionInfo {
             connection_id: self.id.to_string(),
@@ -98,6 +98,7 @@ impl Conn {
             bytes_in: self.bytes_in,
             bytes_out,
             dropped: self.dropped,
+            node: node.to_string(),
         }
     }
 }
@@ -215,6 +216,8 @@ pub struct ConnectionInfo {
     pub bytes_out: u64,
     /// Messages dropped by the rate limit.
     pub dropped: u64,
+    /// The hub that holds it (`node_id`, PROTOCOL.md section 9).
+    pub node: String,
 }
 
 #[cfg(test)]

@@ -73,6 +73,14 @@ impl Durable {
         self.next_token += 1;
         self.next_token
     }
+
+    /// Whether a subscribe put aside for reads names `room` (a cluster
+    /// keeps watching it meanwhile).
+    pub(super) fn waits_for(&self, room: &str) -> bool {
+        self.deferred
+            .values()
+            .any(|d| d.sub.rooms.iter().any(|r| r == room))
+    }
 }
 
 /// Rooms' events read from the store for a resume, by room.
@@ -96,6 +104,9 @@ impl Hub {
         started: Instant,
         origin: Origin,
     ) {
+        if self.clustered() {
+            return self.publish_cluster(publish, correlation_id, except, started, origin);
+        }
         if let Some(key) = &publish.idempotency_key
             && let Some(waiting) = self.durable.keys.get_mut(key)
         {
@@ -189,12 +200,22 @@ impl Hub {
                     }
                 }
                 Answer::Health { up, detail } => {
+                    self.cluster.set_up(up);
                     if let Some(engine) = &mut self.metrics.engine {
                         engine.up = up;
                     }
                     let status = if up { Status::Ok } else { Status::Down };
                     self.set_health("engine".into(), status, detail, &new_uuid());
                 }
+                Answer::Sequenced { .. }
+                | Answer::Watching { .. }
+                | Answer::Event { .. }
+                | Answer::Missed { .. }
+                | Answer::Epoch { .. }
+                | Answer::Presence { .. }
+                | Answer::Disconnected { .. }
+                | Answer::Kick { .. }
+                | Answer::RemoteHealth { .. } => self.on_cluster(answer),
                 Answer::Timing { op, seconds } => {
                     if let Some(histogram) = self
                         .metrics
@@ -249,7 +270,7 @@ impl Hub {
     }
 
     /// Gives a publish's outcome to whoever waits for it.
-    fn answer(&mut self, origin: Origin, outcome: Result<Published, ProtocolError>) {
+    pub(super) fn answer(&mut self, origin: Origin, outcome: Result<Published, ProtocolError>) {
         match origin {
             // A publisher that gave up (its socket died) needs no answer.
             Origin::Api(reply) => drop(reply.try_send(outcome)),
@@ -360,9 +381,25 @@ impl Hub {
             failed,
             ..
         } = deferred;
-        if !self.conns.contains_key(&conn) {
-            return; // gone while the store read
+        let rooms = sub.rooms.clone();
+        if self.conns.contains_key(&conn) {
+            self.resume_read(conn, sub, correlation_id, reference, loaded, failed);
         }
+        // In a cluster the rooms were kept watched for this subscribe.
+        for room in rooms {
+            self.release(&crate::engine::Topic::Room(room));
+        }
+    }
+
+    fn resume_read(
+        &mut self,
+        conn: ConnId,
+        sub: Subscribe,
+        correlation_id: String,
+        reference: Option<String>,
+        loaded: Loaded,
+        failed: Option<EngineError>,
+    ) {
         let outcome = match failed {
             Some(error) => Err((unavailable(&error), json!({}))),
             None => self.subscribe_with(

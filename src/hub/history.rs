@@ -91,6 +91,18 @@ impl HistoryLedger {
         self.trim(rooms);
     }
 
+    /// Drops every event room `name` holds (a cluster's room this hub no
+    /// longer watches, or whose history went on without it).
+    pub fn forget_room(&mut self, rooms: &mut Rooms, name: &str) {
+        let Some(room) = rooms.get_mut(name) else {
+            return;
+        };
+        room.clear_history(|serial, size| {
+            self.order.remove(&serial);
+            self.bytes -= size;
+        });
+    }
+
     /// Counts bytes a room's history grew by (a MessagePack form kept by a
     /// replay); the next [`HistoryLedger::trim`] enforces the budget.
     pub fn grew(&mut self, bytes: usize) {

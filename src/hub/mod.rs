@@ -14,6 +14,7 @@
 
 mod admin;
 mod admission;
+mod cluster;
 mod command;
 mod conn;
 mod durable;
@@ -75,6 +76,10 @@ pub(crate) struct Hub {
     engine: Box<dyn Engine>,
     /// Publishes and resumes waiting for an engine that answers later.
     durable: durable::Durable,
+    /// Watches, waiters and publishes of a cluster engine (Redis).
+    cluster: cluster::Cluster,
+    /// This hub's node name (PROTOCOL.md section 9).
+    node: std::sync::Arc<str>,
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
@@ -106,6 +111,7 @@ pub(crate) struct HubParts {
     pub hooks: Rc<Hooks>,
     pub spawner: Spawner,
     pub me: WeakSender<Command>,
+    pub node: std::sync::Arc<str>,
 }
 
 enum Wake {
@@ -123,6 +129,7 @@ impl Hub {
             hooks,
             spawner,
             me,
+            node,
         } = parts;
         let recovered = engine.recovered();
         let mut rooms = Rooms::new();
@@ -152,6 +159,8 @@ impl Hub {
             epoch: engine.epoch().to_string(),
             engine,
             durable: durable::Durable::default(),
+            cluster: cluster::Cluster::default(),
+            node,
             started: Instant::now(),
             conns: HashMap::new(),
             rooms,
@@ -217,6 +226,9 @@ impl Hub {
 
     fn handle(&mut self, command: Command) {
         match command {
+            Command::Join(request, reply) if self.clustered() => {
+                self.cluster_join(request, reply);
+            }
             Command::Join(request, reply) => {
                 let outcome = self.join(*request);
                 // The upgrading task may have given up (its socket died); the
@@ -276,6 +288,7 @@ impl Hub {
             }
             Command::SetHealth(request) => {
                 let request = *request;
+                self.cluster_health(&request.component, request.status, request.detail.clone());
                 let state = self.set_health(
                     request.component,
                     request.status,
@@ -291,7 +304,10 @@ impl Hub {
                 let _ = reply.try_send(self.connections(user.as_deref()));
             }
             Command::Connection(id, reply) => {
-                let _ = reply.try_send(self.conns.get(&id).map(|c| c.info()));
+                let _ = reply.try_send(self.conns.get(&id).map(|c| c.info(&self.node)));
+            }
+            Command::Disconnect(id, reply) if self.clustered() && !self.conns.contains_key(&id) => {
+                self.cluster_disconnect(id, reply);
             }
             Command::Disconnect(id, reply) => {
                 let found = self.conns.contains_key(&id);
@@ -352,6 +368,7 @@ impl Hub {
         let welcome = json!({
             "connection_id": id,
             "epoch": self.epoch,
+            "node": &*self.node,
             "protocol": conn.encoding.protocol(),
             "user": user,
             "rooms": request.rooms,
@@ -400,6 +417,10 @@ impl Hub {
         for name in conn.rooms.iter() {
             membership::exit(&mut self.rooms, id, name);
         }
+        if self.clustered() {
+            let rooms: Vec<String> = conn.rooms.iter().map(|r| r.to_string()).collect();
+            self.cluster_left(id, &rooms);
+        }
         let ip = conn.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -429,6 +450,7 @@ impl Hub {
             "connection closed"
         );
         let user = conn.user().map(str::to_string);
+        self.cluster_gone(id, user.clone());
         self.disconnect_hook(
             id,
             user,

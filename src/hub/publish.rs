@@ -180,7 +180,7 @@ impl Hub {
     }
 
     /// A fan-out of `record` with this hub's queue limit and write mode.
-    fn fanout<'a>(
+    pub(super) fn fanout<'a>(
         &self,
         record: EventRecord,
         correlation_id: &'a str,
@@ -201,7 +201,7 @@ impl Hub {
 
     /// Counts a finished fan-out, keeps an event of `room` in its history,
     /// and closes the slow consumers it found; returns the recipients.
-    fn finish(&mut self, done: FanoutTally, room: Option<&str>) -> usize {
+    pub(super) fn finish(&mut self, done: FanoutTally, room: Option<&str>) -> usize {
         self.metrics.encoded(true, done.record.has_msgpack());
         // History first: closing the last member must not drop the room
         // before its newest event is kept.
@@ -295,7 +295,7 @@ impl Trace<'_> {
 }
 
 /// One event on its way to its recipients.
-struct Fanout<'a> {
+pub(super) struct Fanout<'a> {
     record: EventRecord,
     limit: usize,
     write_through: bool,
@@ -305,7 +305,7 @@ struct Fanout<'a> {
 }
 
 /// What a fan-out leaves for [`Hub::finish`].
-struct FanoutTally {
+pub(super) struct FanoutTally {
     record: EventRecord,
     recipients: usize,
     slow: Vec<ConnId>,
@@ -313,7 +313,7 @@ struct FanoutTally {
 
 impl Fanout<'_> {
     /// Hands the event to one connection; a full queue marks it slow.
-    fn to(&mut self, id: ConnId, encoding: Encoding, outlet: &Outlet) {
+    pub(super) fn to(&mut self, id: ConnId, encoding: Encoding, outlet: &Outlet) {
         let message = self.record.encoded(encoding);
         if outlet.push_message(message, self.limit, self.write_through) {
             self.recipients += 1;
@@ -323,7 +323,7 @@ impl Fanout<'_> {
         self.trace.queued(id);
     }
 
-    fn done(self) -> FanoutTally {
+    pub(super) fn done(self) -> FanoutTally {
         FanoutTally {
             record: self.record,
             recipients: self.recipients,
@@ -333,7 +333,7 @@ impl Fanout<'_> {
 }
 
 /// An event's JSON frame, encoded once for every recipient and the history.
-fn event_json<P: Serialize>(
+pub(super) fn event_json<P: Serialize>(
     kind: &str,
     payload: &P,
     correlation_id: &str,

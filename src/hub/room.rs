@@ -149,6 +149,26 @@ impl Room {
         self.stored_from = Some(oldest.max(kept_from));
     }
 
+    /// A cluster's event `seq` was delivered (a later one than `last_seq`,
+    /// not always the next: Redis may have let some go), and Redis holds at
+    /// most the last `capacity` events.
+    pub fn delivered(&mut self, seq: u64, capacity: usize) {
+        self.last_seq = seq;
+        self.reserved = seq;
+        let kept_from = (seq + 1).saturating_sub(capacity as u64);
+        let oldest = self.stored_from.unwrap_or(seq).min(seq);
+        self.stored_from = Some(oldest.max(kept_from));
+    }
+
+    /// Empties the ring, giving each event's ledger serial and size to
+    /// `left`.
+    pub fn clear_history(&mut self, mut left: impl FnMut(u64, usize)) {
+        for kept in self.history.drain(..) {
+            left(kept.serial, kept.record.size());
+        }
+        self.history_bytes = 0;
+    }
+
     /// The store refused the append of `seq` made in `generation`: the
     /// seqs from `seq` on are handed out again (once per generation, so an
     /// older refusal cannot take back a seq handed out since).

@@ -165,6 +165,16 @@ impl Hub {
                 return self.start_hook(id, Hook::Subscribe, extras, pending);
             }
         }
+        // In a cluster, only once every later event of its rooms will come.
+        let sub = if self.clustered() {
+            match self.cluster_gate(id, sub, corr, reference) {
+                Ok(Some(sub)) => sub,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err((error, json!({}))),
+            }
+        } else {
+            sub
+        };
         let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
         let since = sub.since.clone().unwrap_or_default();
         let resumed: Vec<&String> = sub
@@ -217,9 +227,16 @@ impl Hub {
             return Ok(()); // closed as a slow consumer while sending errors
         };
         let mut positions = BTreeMap::new();
+        let joined: Vec<String> = sub
+            .rooms
+            .iter()
+            .filter(|r| !conn.rooms.contains(r))
+            .cloned()
+            .collect();
         for name in &sub.rooms {
             positions.insert(name.clone(), enter(&mut self.rooms, conn, name));
         }
+        self.cluster_joined(id, &joined);
         let mut payload = json!({"rooms": sub.rooms, "epoch": self.epoch, "positions": positions});
         if sub.since.is_some() {
             payload["recovered"] = json!(recovered);
@@ -288,7 +305,13 @@ impl Hub {
 
     pub(super) fn unsubscribe(&mut self, id: ConnId, rooms: &[String]) {
         if let Some(conn) = self.conns.get_mut(&id) {
+            let left: Vec<String> = rooms
+                .iter()
+                .filter(|r| conn.rooms.contains(r))
+                .cloned()
+                .collect();
             membership::leave(&mut self.rooms, conn, rooms);
+            self.cluster_left(id, &left);
         }
     }
 
@@ -345,6 +368,11 @@ impl Hub {
             && !claims.may_subscribe(&room)
         {
             return Err(forbidden(&room, "see presence of"));
+        }
+        if self.clustered() {
+            return self
+                .cluster_presence(id, room, corr, reference)
+                .map_err(|e| (e, json!({})));
         }
         let members = self.members(&room);
         self.send(

@@ -207,6 +207,8 @@ pub enum CloseCode {
     TooBig,
     /// 1011: an internal error.
     Internal,
+    /// 1012: the cluster's epoch changed (its data in Redis was lost).
+    EpochChanged,
     /// 4000: no frame within `heartbeat_timeout`.
     HeartbeatTimeout,
     /// 4001: the token's `exp` passed.
@@ -228,6 +230,7 @@ impl CloseCode {
             Self::Policy => 1008,
             Self::TooBig => 1009,
             Self::Internal => 1011,
+            Self::EpochChanged => 1012,
             Self::HeartbeatTimeout => 4000,
             Self::TokenExpired => 4001,
             Self::Admin => 4003,
@@ -245,6 +248,7 @@ impl CloseCode {
             Self::Policy,
             Self::TooBig,
             Self::Internal,
+            Self::EpochChanged,
             Self::HeartbeatTimeout,
             Self::TokenExpired,
             Self::Admin,
@@ -264,6 +268,7 @@ impl CloseCode {
             Self::Policy => "rate limit exceeded",
             Self::TooBig => "message too big",
             Self::Internal => "internal error",
+            Self::EpochChanged => "cluster epoch changed",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::TokenExpired => "token expired",
             Self::Admin => "disconnected by admin",
@@ -282,6 +287,7 @@ impl CloseCode {
             Self::TokenExpired => "token_expired",
             Self::Admin => "admin",
             Self::SlowConsumer => "slow_consumer",
+            Self::EpochChanged => "epoch_changed",
             Self::ProtocolError | Self::InvalidPayload | Self::Internal => "error",
         }
     }

@@ -1,0 +1,845 @@
+//! The hub's side of a cluster engine (Redis, PROTOCOL.md section 9).
+//!
+//! In a cluster the engine, not the hub, gives room events their seq, and
+//! every event reaches this hub's connections as an engine answer
+//! ([`Answer::Event`]), whichever hub published it: the publishing hub
+//! answers the publisher when Redis has sequenced the event and delivers
+//! it like any other hub, when it comes back. A room exists in the hub's
+//! table only while it is *watched*: the engine is subscribed to its
+//! channel and has told the hub the room's last seq, so that a `welcome`
+//! or a `subscribed` is sent only once every later event will arrive. A
+//! connection waiting for that is a [`Waiter`]; it pins the topics it
+//! waits for, as members do.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use async_channel::Sender;
+use serde_json::json;
+
+use super::durable::Origin;
+use super::room::{EventRecord, Room};
+use super::{ConnId, Hub, JoinRequest, Joined, PresenceMember, Refusal, Status};
+use crate::engine::{Answer, Ask, Progress, Sequence, Sequenced, Topic};
+use crate::log::{as_json, opt_json};
+use crate::protocol::{
+    CloseCode, Encoded, ErrorCode, ProtocolError, Publish, Published, Subscribe, Target, new_uuid,
+    opcode,
+};
+
+/// The seq written into a room event before Redis gives it its own: the
+/// digits are cut out and the script puts the real seq in their place.
+const SEQ_PLACEHOLDER: u64 = u64::MAX;
+
+/// A topic's watch on this hub.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Whether the engine confirmed it (a room is then in the hub's table).
+    ready: bool,
+    /// Whether the engine was asked.
+    asked: bool,
+    /// Waiters that need it, besides the members.
+    waiting: usize,
+}
+
+/// A connection (or an upgrade) waiting for topics to be watched.
+#[derive(Debug)]
+enum Waiter {
+    Join {
+        request: Box<JoinRequest>,
+        reply: Sender<Result<Joined, Refusal>>,
+    },
+    Subscribe {
+        conn: ConnId,
+        sub: Subscribe,
+        correlation_id: String,
+        reference: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Waiting {
+    waiter: Waiter,
+    topics: Vec<Topic>,
+    outstanding: usize,
+    failed: bool,
+}
+
+/// A publish Redis has not answered yet.
+#[derive(Debug)]
+struct InFlight {
+    origin: Origin,
+    id: String,
+    correlation_id: String,
+    kind: String,
+    topic: Topic,
+    except: Option<ConnId>,
+    key: Option<String>,
+    started: Instant,
+}
+
+/// A `presence` waiting for the cluster's answer.
+#[derive(Debug)]
+struct PresenceAsk {
+    conn: ConnId,
+    room: String,
+    correlation_id: String,
+    reference: Option<String>,
+}
+
+/// The hub's cluster state; inert without a cluster engine.
+#[derive(Debug, Default)]
+pub(super) struct Cluster {
+    /// Whether the engine last said it can reach Redis.
+    down: bool,
+    watches: HashMap<Topic, Watch>,
+    waiting: HashMap<u64, Waiting>,
+    publishes: HashMap<u64, InFlight>,
+    /// Idempotency keys whose first publish is in flight, with the
+    /// repeats that wait for its reply.
+    keys: HashMap<String, Vec<Origin>>,
+    presence: HashMap<u64, PresenceAsk>,
+    disconnects: HashMap<u64, Sender<bool>>,
+    next_token: u64,
+}
+
+impl Cluster {
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Records what the engine says of Redis.
+    pub fn set_up(&mut self, up: bool) {
+        self.down = !up;
+    }
+}
+
+fn unavailable(why: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::EngineUnavailable,
+        format!("Redis cannot take this now; try again ({why})"),
+    )
+}
+
+impl Hub {
+    /// Whether the hub is one of a cluster's.
+    pub(super) fn clustered(&self) -> bool {
+        self.engine.is_cluster()
+    }
+
+    /// An upgrade in a cluster: admitted once its rooms and its user are
+    /// watched (503 `engine_unavailable` with rooms while Redis is gone).
+    pub(super) fn cluster_join(
+        &mut self,
+        request: Box<JoinRequest>,
+        reply: Sender<Result<Joined, Refusal>>,
+    ) {
+        if self.cluster.down && !request.rooms.is_empty() {
+            let refusal = Refusal::new(
+                503,
+                ErrorCode::EngineUnavailable,
+                "Redis cannot be reached; try again",
+            );
+            self.metrics.rejected(refusal.error.code.as_str());
+            let _ = reply.try_send(Err(refusal));
+            return;
+        }
+        let mut topics: Vec<Topic> = request
+            .rooms
+            .iter()
+            .map(|r| Topic::Room(r.clone()))
+            .collect();
+        if let Some(claims) = &request.claims {
+            topics.push(Topic::User(claims.sub.clone()));
+        }
+        self.wait_for(topics, Waiter::Join { request, reply });
+    }
+
+    /// A `subscribe` in a cluster: `Some` to go on now, `None` when it was
+    /// put aside until its rooms are watched.
+    pub(super) fn cluster_gate(
+        &mut self,
+        conn: ConnId,
+        sub: Subscribe,
+        correlation_id: &str,
+        reference: Option<&str>,
+    ) -> Result<Option<Subscribe>, ProtocolError> {
+        if self.cluster.down {
+            return Err(unavailable("Redis cannot be reached"));
+        }
+        if sub
+            .rooms
+            .iter()
+            .all(|r| self.rooms.contains_key(r.as_str()))
+        {
+            return Ok(Some(sub));
+        }
+        let topics = sub.rooms.iter().map(|r| Topic::Room(r.clone())).collect();
+        let waiter = Waiter::Subscribe {
+            conn,
+            sub,
+            correlation_id: correlation_id.to_string(),
+            reference: reference.map(str::to_string),
+        };
+        self.wait_for(topics, waiter);
+        Ok(None)
+    }
+
+    /// Puts `waiter` aside until every one of `topics` is watched, asking
+    /// the engine for those not watched yet; runs it at once if none is
+    /// missing.
+    fn wait_for(&mut self, topics: Vec<Topic>, waiter: Waiter) {
+        let token = self.cluster.token();
+        let mut outstanding = 0;
+        for topic in &topics {
+            let watch = self.cluster.watches.entry(topic.clone()).or_default();
+            watch.waiting += 1;
+            if watch.ready {
+                continue;
+            }
+            outstanding += 1;
+            if !watch.asked {
+                // A pending watch is asked once, by the first to need it.
+                watch.asked = true;
+                if let Progress::Refused(_) = self.engine.ask(Ask::Watch(topic.clone())) {
+                    self.cluster.down = true;
+                }
+            }
+        }
+        let waiting = Waiting {
+            waiter,
+            topics,
+            outstanding,
+            failed: false,
+        };
+        if outstanding == 0 {
+            self.run_waiter(waiting);
+        } else {
+            self.cluster.waiting.insert(token, waiting);
+        }
+    }
+
+    /// Whether this hub's connections already need `topic` (so it is
+    /// watched or being watched).
+    fn topic_has_locals(&self, topic: &Topic) -> bool {
+        match topic {
+            Topic::Room(room) => self.rooms.get(room.as_str()).is_some_and(|r| r.len() > 0),
+            Topic::User(user) => self.users.contains_key(user),
+            Topic::Everyone => true,
+        }
+    }
+
+    /// The engine has watched (or could not watch) `topic`.
+    fn on_watching(&mut self, topic: Topic, result: Result<(u64, u64), String>) {
+        let Some(watch) = self.cluster.watches.get_mut(&topic) else {
+            // Unwatched meanwhile: the engine is told already.
+            return;
+        };
+        let ok = result.is_ok();
+        if !watch.ready {
+            watch.ready = ok;
+            if let (Topic::Room(name), Ok((last, oldest))) = (&topic, &result)
+                && !self.rooms.contains_key(name.as_str())
+            {
+                self.rooms
+                    .insert(name.as_str().into(), Room::recovered(*last, *oldest));
+            }
+        }
+        let done: Vec<u64> = self
+            .cluster
+            .waiting
+            .iter_mut()
+            .filter(|(_, w)| w.topics.contains(&topic))
+            .filter_map(|(token, w)| {
+                w.outstanding = w.outstanding.saturating_sub(1);
+                w.failed |= !ok;
+                (w.outstanding == 0).then_some(*token)
+            })
+            .collect();
+        for token in done {
+            if let Some(waiting) = self.cluster.waiting.remove(&token) {
+                self.run_waiter(waiting);
+            }
+        }
+        if !ok {
+            self.release(&topic);
+        }
+    }
+
+    /// Runs a waiter whose topics are watched (or refuses it), then lets
+    /// go of its pins.
+    fn run_waiter(&mut self, waiting: Waiting) {
+        let Waiting {
+            waiter,
+            topics,
+            failed,
+            ..
+        } = waiting;
+        match waiter {
+            Waiter::Join { request, reply } => {
+                let outcome = if failed {
+                    let refusal = Refusal::new(
+                        503,
+                        ErrorCode::EngineUnavailable,
+                        "Redis cannot be reached; try again",
+                    );
+                    self.metrics.rejected(refusal.error.code.as_str());
+                    Err(refusal)
+                } else {
+                    let user = request.claims.as_ref().map(|c| c.sub.clone());
+                    let rooms = request.rooms.clone();
+                    let outcome = self.join(*request);
+                    if let Ok(joined) = &outcome {
+                        let conn = joined.id.to_string();
+                        let _ = self.engine.ask(Ask::Connected {
+                            conn: conn.clone(),
+                            user: user.clone(),
+                        });
+                        for room in rooms {
+                            let _ = self.engine.ask(Ask::Joined {
+                                room,
+                                conn: conn.clone(),
+                                user: user.clone(),
+                            });
+                        }
+                    }
+                    outcome
+                };
+                // The upgrading task may have given up; its Leave cleans up.
+                let _ = reply.try_send(outcome);
+            }
+            Waiter::Subscribe {
+                conn,
+                sub,
+                correlation_id,
+                reference,
+            } => {
+                if failed {
+                    let error = unavailable("Redis cannot be reached");
+                    self.send_error(
+                        conn,
+                        &error,
+                        json!({}),
+                        &correlation_id,
+                        reference.as_deref(),
+                    );
+                } else if self.conns.contains_key(&conn) {
+                    let loaded = super::durable::Loaded::new();
+                    let outcome = self.subscribe_with(
+                        conn,
+                        sub,
+                        &correlation_id,
+                        reference.as_deref(),
+                        false,
+                        loaded,
+                    );
+                    if let Err((error, details)) = outcome {
+                        self.send_error(
+                            conn,
+                            &error,
+                            details,
+                            &correlation_id,
+                            reference.as_deref(),
+                        );
+                    }
+                }
+            }
+        }
+        for topic in topics {
+            if let Some(watch) = self.cluster.watches.get_mut(&topic) {
+                watch.waiting = watch.waiting.saturating_sub(1);
+            }
+            self.release(&topic);
+        }
+    }
+
+    /// Stops watching `topic` when neither a member nor a waiter needs it:
+    /// a room leaves the table (its seq is Redis's to remember).
+    pub(super) fn release(&mut self, topic: &Topic) {
+        if !self.clustered() || matches!(topic, Topic::Everyone) {
+            return;
+        }
+        let waiting = self.cluster.watches.get(topic).map_or(0, |w| w.waiting);
+        if waiting > 0 || self.topic_has_locals(topic) {
+            return;
+        }
+        if let Topic::Room(room) = topic
+            && self.durable.waits_for(room)
+        {
+            return;
+        }
+        let Some(watch) = self.cluster.watches.remove(topic) else {
+            return;
+        };
+        if let Topic::Room(name) = topic {
+            self.history.forget_room(&mut self.rooms, name);
+            self.rooms.remove(name.as_str());
+        }
+        if watch.asked {
+            let _ = self.engine.ask(Ask::Unwatch(topic.clone()));
+        }
+    }
+
+    /// Tells the engine a connection joined `rooms`.
+    pub(super) fn cluster_joined(&mut self, conn: ConnId, rooms: &[String]) {
+        if !self.clustered() || rooms.is_empty() {
+            return;
+        }
+        let user = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.user().map(str::to_string));
+        for room in rooms {
+            let _ = self.engine.ask(Ask::Joined {
+                room: room.clone(),
+                conn: conn.to_string(),
+                user: user.clone(),
+            });
+        }
+    }
+
+    /// Tells the engine a connection left `rooms`, and lets go of rooms
+    /// no one here needs any more.
+    pub(super) fn cluster_left(&mut self, conn: ConnId, rooms: &[String]) {
+        if !self.clustered() {
+            return;
+        }
+        for room in rooms {
+            let _ = self.engine.ask(Ask::Left {
+                room: room.clone(),
+                conn: conn.to_string(),
+            });
+            self.release(&Topic::Room(room.clone()));
+        }
+    }
+
+    /// Tells the engine a connection is gone (after [`Hub::cluster_left`]).
+    pub(super) fn cluster_gone(&mut self, conn: ConnId, user: Option<String>) {
+        if !self.clustered() {
+            return;
+        }
+        let _ = self.engine.ask(Ask::Disconnected {
+            conn: conn.to_string(),
+            user: user.clone(),
+        });
+        if let Some(user) = user {
+            self.release(&Topic::User(user));
+        }
+    }
+
+    /// Publishes through Redis: checked now, answered once Redis has
+    /// sequenced and kept it; delivered when it comes back, as on every
+    /// other hub.
+    pub(super) fn publish_cluster(
+        &mut self,
+        publish: Publish,
+        correlation_id: String,
+        except: Option<ConnId>,
+        started: Instant,
+        origin: Origin,
+    ) {
+        if let Err(e) = publish.check() {
+            return self.answer(origin, Err(e));
+        }
+        if let Some(schemas) = &self.schemas
+            && let Err(e) = schemas.check(&publish.kind, &publish.payload)
+        {
+            return self.answer(origin, Err(e));
+        }
+        if let Some(key) = &publish.idempotency_key {
+            if let Some(first) = self.idempotency.get(key, Instant::now()) {
+                let first = first.clone();
+                return self.answer(origin, Ok(first));
+            }
+            if let Some(waiting) = self.cluster.keys.get_mut(key) {
+                waiting.push(origin);
+                return;
+            }
+        }
+        if self.cluster.down {
+            return self.answer(origin, Err(unavailable("Redis cannot be reached")));
+        }
+        let id = new_uuid();
+        let (topic, seq) = match &publish.target {
+            Target::Room(room) => (Topic::Room(room.clone()), Some(SEQ_PLACEHOLDER)),
+            Target::User(user) => (Topic::User(user.clone()), None),
+            Target::Everyone => (Topic::Everyone, None),
+        };
+        let json = super::publish::event_json(
+            &publish.kind,
+            &publish.payload,
+            &correlation_id,
+            &id,
+            publish.room(),
+            seq,
+        );
+        let json = json.wire().slice(json.wire().len() - json.len()..);
+        let (head, tail) = match seq {
+            Some(placeholder) => {
+                let digits = placeholder.to_string();
+                let marker = format!("\"seq\":{digits}");
+                // The envelope's own seq is its last field: after the
+                // payload, so the last match is it.
+                match find_last(&json, marker.as_bytes()) {
+                    Some(at) => {
+                        let cut = at + marker.len() - digits.len();
+                        (json.slice(..cut), json.slice(cut + digits.len()..))
+                    }
+                    None => {
+                        let error = ProtocolError::new(ErrorCode::Internal, "cannot frame event");
+                        return self.answer(origin, Err(error));
+                    }
+                }
+            }
+            None => (json, bytes::Bytes::new()),
+        };
+        let token = self.cluster.token();
+        let key = publish.idempotency_key.clone();
+        let sequence = Sequence {
+            token,
+            topic: topic.clone(),
+            head,
+            tail,
+            except: except.map(|c| c.to_string()),
+            key: key.clone().map(|k| (k, id.clone(), correlation_id.clone())),
+        };
+        if let Progress::Refused(e) = self.engine.ask(Ask::Publish(sequence)) {
+            return self.answer(origin, Err(unavailable(&e.message)));
+        }
+        if let Some(key) = &key {
+            self.cluster.keys.insert(key.clone(), Vec::new());
+        }
+        self.cluster.publishes.insert(
+            token,
+            InFlight {
+                origin,
+                id,
+                correlation_id,
+                kind: publish.kind,
+                topic,
+                except,
+                key,
+                started,
+            },
+        );
+    }
+
+    fn on_sequenced(&mut self, token: u64, result: Result<Sequenced, String>) {
+        let Some(in_flight) = self.cluster.publishes.remove(&token) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(Sequenced::Repeat(first)) => Ok(first),
+            Ok(Sequenced::New { seq, recipients }) => {
+                // The publisher is no recipient of its own event.
+                let sender_member = match (&in_flight.topic, in_flight.except) {
+                    (Topic::Room(room), Some(conn)) => self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| c.rooms.contains(room)),
+                    _ => false,
+                };
+                let recipients = recipients.saturating_sub(usize::from(sender_member));
+                self.metrics.events_published += 1;
+                let room = match &in_flight.topic {
+                    Topic::Room(room) => Some(room.as_str()),
+                    _ => None,
+                };
+                tracing::info!(
+                    correlation_id = as_json(&in_flight.correlation_id),
+                    event_id = as_json(&in_flight.id),
+                    r#type = as_json(&in_flight.kind),
+                    room = opt_json(room),
+                    seq = opt_json(seq),
+                    recipients = as_json(recipients),
+                    publisher = opt_json(in_flight.except),
+                    sequenced_ms = as_json(in_flight.started.elapsed().as_secs_f64() * 1e3),
+                    "event published"
+                );
+                Ok(Published {
+                    id: in_flight.id,
+                    seq,
+                    recipients,
+                    correlation_id: in_flight.correlation_id,
+                })
+            }
+            Err(why) => {
+                tracing::warn!(
+                    correlation_id = as_json(&in_flight.correlation_id),
+                    error = as_json(&why),
+                    "publish refused: Redis did not take it"
+                );
+                Err(unavailable(&why))
+            }
+        };
+        if let Some(key) = in_flight.key {
+            if let Ok(published) = &outcome {
+                self.idempotency
+                    .insert(key.clone(), published.clone(), Instant::now());
+            }
+            for repeat in self.cluster.keys.remove(&key).unwrap_or_default() {
+                self.answer(repeat, outcome.clone());
+            }
+        }
+        self.answer(in_flight.origin, outcome);
+    }
+
+    /// Delivers an event of the cluster to this hub's connections.
+    fn on_event(
+        &mut self,
+        topic: Topic,
+        seq: Option<u64>,
+        except: Option<String>,
+        json: bytes::Bytes,
+    ) {
+        let except = except.as_deref().and_then(ConnId::parse);
+        let record = EventRecord::new(seq, Encoded::frame(opcode::TEXT, &json));
+        let mut fanout = self.fanout(record, "", "");
+        match &topic {
+            Topic::Room(name) => {
+                let capacity = self.config.history_size;
+                let Some(room) = self.rooms.get_mut(name.as_str()) else {
+                    return; // not watched here (any more)
+                };
+                let Some(seq) = seq else { return };
+                if seq <= room.last_seq() {
+                    return; // had it already
+                }
+                room.delivered(seq, capacity);
+                for member in room.members() {
+                    member.outlet.warm();
+                }
+                for member in room.members().iter().filter(|m| Some(m.id) != except) {
+                    fanout.to(member.id, member.encoding, &member.outlet);
+                }
+            }
+            Topic::User(user) => {
+                for conn in self.users.get(user).into_iter().flatten() {
+                    if let Some(conn) = self.conns.get(conn) {
+                        fanout.to(conn.id, conn.encoding, &conn.outlet);
+                    }
+                }
+            }
+            Topic::Everyone => {
+                for conn in self.conns.values() {
+                    fanout.to(conn.id, conn.encoding, &conn.outlet);
+                }
+            }
+        }
+        let room = match &topic {
+            Topic::Room(name) => Some(name.as_str()),
+            _ => None,
+        };
+        self.finish(fanout.done(), room);
+    }
+
+    /// A room's events before `oldest_seq` are gone from the shared
+    /// history before this hub delivered them: its members hear so.
+    fn on_missed(&mut self, name: &str, oldest_seq: u64) {
+        let capacity = self.config.history_size;
+        self.history.forget_room(&mut self.rooms, name);
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.delivered(oldest_seq.saturating_sub(1), capacity);
+        room.expired(oldest_seq);
+        let members: Vec<ConnId> = room.members().iter().map(|m| m.id).collect();
+        let error = ProtocolError::new(
+            ErrorCode::HistoryUnavailable,
+            format!("events of room `{name}` were missed while Redis was away and are gone"),
+        );
+        for conn in members {
+            self.send_error(
+                conn,
+                &error,
+                json!({"room": name, "oldest_seq": oldest_seq}),
+                &new_uuid(),
+                None,
+            );
+        }
+    }
+
+    /// The cluster's data was lost: every connection closes with 1012 and
+    /// the hub starts again from the new epoch.
+    fn on_epoch(&mut self, epoch: String) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        tracing::warn!(
+            old = as_json(&self.epoch),
+            new = as_json(&epoch),
+            connections = as_json(ids.len()),
+            "the cluster's epoch changed; closing every connection with 1012"
+        );
+        self.epoch = epoch;
+        for id in ids {
+            self.close(id, CloseCode::EpochChanged);
+        }
+        // Rooms still watched (for waiters) start again at seq 0.
+        let names: Vec<String> = self.rooms.keys().map(|n| n.to_string()).collect();
+        for name in names {
+            self.history.forget_room(&mut self.rooms, &name);
+            self.rooms
+                .insert(name.as_str().into(), Room::recovered(0, 1));
+        }
+    }
+
+    /// A client's `presence` in a cluster: asked of Redis.
+    pub(super) fn cluster_presence(
+        &mut self,
+        conn: ConnId,
+        room: String,
+        correlation_id: &str,
+        reference: Option<&str>,
+    ) -> Result<(), ProtocolError> {
+        if self.cluster.down {
+            return Err(unavailable("Redis cannot be reached"));
+        }
+        let token = self.cluster.token();
+        if let Progress::Refused(e) = self.engine.ask(Ask::Presence {
+            token,
+            room: room.clone(),
+        }) {
+            return Err(unavailable(&e.message));
+        }
+        self.cluster.presence.insert(
+            token,
+            PresenceAsk {
+                conn,
+                room,
+                correlation_id: correlation_id.to_string(),
+                reference: reference.map(str::to_string),
+            },
+        );
+        Ok(())
+    }
+
+    /// `DELETE /api/connections/{id}` for a connection of another hub.
+    pub(super) fn cluster_disconnect(&mut self, id: ConnId, reply: Sender<bool>) {
+        let token = self.cluster.token();
+        match self.engine.ask(Ask::Disconnect {
+            token,
+            conn: id.to_string(),
+        }) {
+            Progress::Refused(_) => drop(reply.try_send(false)),
+            _ => {
+                self.cluster.disconnects.insert(token, reply);
+            }
+        }
+    }
+
+    /// A health component set through this hub's API, for every hub.
+    pub(super) fn cluster_health(
+        &mut self,
+        component: &str,
+        status: Status,
+        detail: Option<String>,
+    ) {
+        if self.clustered() && component != "engine" {
+            let _ = self.engine.ask(Ask::Health {
+                component: component.to_string(),
+                status: status.as_str().to_string(),
+                detail,
+            });
+        }
+    }
+
+    /// Takes a cluster engine's answer (the others are the store's).
+    pub(super) fn on_cluster(&mut self, answer: Answer) {
+        match answer {
+            Answer::Sequenced { token, result } => {
+                self.on_sequenced(token, result.map_err(|e| e.message));
+            }
+            Answer::Watching { topic, result } => {
+                self.on_watching(topic, result.map_err(|e| e.message));
+            }
+            Answer::Event {
+                topic,
+                seq,
+                except,
+                json,
+            } => self.on_event(topic, seq, except, json),
+            Answer::Missed { room, oldest_seq } => self.on_missed(&room, oldest_seq),
+            Answer::Epoch { epoch } => self.on_epoch(epoch),
+            Answer::Presence { token, result } => {
+                let Some(ask) = self.cluster.presence.remove(&token) else {
+                    return;
+                };
+                match result {
+                    Ok(members) => {
+                        let members: Vec<PresenceMember> = members
+                            .into_iter()
+                            .map(|(connection_id, user)| PresenceMember {
+                                connection_id,
+                                user,
+                            })
+                            .collect();
+                        self.send(
+                            ask.conn,
+                            "presence",
+                            json!({"room": ask.room, "members": members}),
+                            Some(&ask.correlation_id),
+                            ask.reference.as_deref(),
+                        );
+                    }
+                    Err(e) => self.send_error(
+                        ask.conn,
+                        &unavailable(&e.message),
+                        json!({}),
+                        &ask.correlation_id,
+                        ask.reference.as_deref(),
+                    ),
+                }
+            }
+            Answer::Disconnected { token, result } => {
+                if let Some(reply) = self.cluster.disconnects.remove(&token) {
+                    let _ = reply.try_send(result.unwrap_or(false));
+                }
+            }
+            Answer::Kick { conn } => {
+                if let Some(id) = ConnId::parse(&conn)
+                    && self.conns.contains_key(&id)
+                {
+                    self.close(id, CloseCode::Admin);
+                }
+            }
+            Answer::RemoteHealth {
+                component,
+                status,
+                detail,
+            } => {
+                let status = match status.as_str() {
+                    "ok" => Status::Ok,
+                    "degraded" => Status::Degraded,
+                    _ => Status::Down,
+                };
+                if component != "engine" {
+                    self.set_health(component, status, detail, &new_uuid());
+                }
+            }
+            // The store's answers are taken in `durable`.
+            _ => {}
+        }
+    }
+}
+
+/// Where `needle` last occurs in `haystack`.
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    (0..=haystack.len() - needle.len())
+        .rev()
+        .find(|&at| &haystack[at..at + needle.len()] == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_last;
+
+    #[test]
+    fn finds_the_last_match() {
+        assert_eq!(find_last(b"a\"seq\":9,\"seq\":9}", b"\"seq\":9"), Some(9));
+        assert_eq!(find_last(b"abc", b"x"), None);
+        assert_eq!(find_last(b"", b"x"), None);
+    }
+}

@@ -71,6 +71,7 @@ impl Redis {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dbfilename", "dump.rdb", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -122,16 +123,7 @@ impl Redis {
     }
 
     fn try_command(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(REDIS_WAIT))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(&mut stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
+        command_at(self.port, args)
     }
 
     /// Reads a bulk string reply (`GET`), `None` for nil.
@@ -171,6 +163,30 @@ impl Drop for Redis {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A Redis known by its port only, to command from another thread.
+pub struct RedisAt(pub u16);
+
+impl RedisAt {
+    /// As [`Redis::command`].
+    pub fn command(&self, args: &[&str]) -> String {
+        command_at(self.0, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+}
+
+/// One command to the Redis on `port`; the reply's first line.
+fn command_at(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(REDIS_WAIT))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&mut stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
 }
 
 /// A loopback port nothing listens on now.

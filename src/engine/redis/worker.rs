@@ -41,8 +41,12 @@ const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Idempotency keys last this long (PROTOCOL.md section 5).
 const KEY_WINDOW_MS: u64 = 300_000;
-/// A failure this soon after another declares Redis down at once.
-const QUICK_RETRY_WINDOW: Duration = Duration::from_secs(5);
+/// A failure is followed by an immediate reconnect (a killed pub/sub
+/// connection, a failover) unless more than [`QUICK_RETRIES`] came
+/// within this window: Redis is then declared down at once.
+const QUICK_RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// See [`QUICK_RETRY_WINDOW`].
+const QUICK_RETRIES: usize = 5;
 /// Requests one pipeline takes at most.
 const MAX_BATCH: usize = 4096;
 /// Time the thread gives itself at shutdown to take its connections out
@@ -204,7 +208,8 @@ pub(super) struct Worker {
     next_refresh: Instant,
     answers: Vec<Answer>,
     hub_gone: bool,
-    last_fail: Option<Instant>,
+    /// Failures within the last [`QUICK_RETRY_WINDOW`].
+    recent_fails: Vec<Instant>,
 }
 
 impl Worker {
@@ -243,7 +248,7 @@ impl Worker {
             next_refresh: now,
             answers: Vec::new(),
             hub_gone: false,
-            last_fail: None,
+            recent_fails: Vec::new(),
         }
     }
 
@@ -1105,18 +1110,25 @@ impl Worker {
         self.reader = None;
         self.subscribed.clear();
         self.check = None;
-        // Requests queued behind this batch wait for the reconnect too.
-        let mut held = batch;
+        // The batch's publishes may have run (a timeout says nothing of
+        // it): they are answered as refused, never sent twice. The rest
+        // is safe to repeat and waits for the reconnect, with what was
+        // queued behind it.
+        let mut held = Vec::new();
+        for request in batch {
+            if matches!(request, Request::Ask(Ask::Publish(_))) {
+                self.refuse(request, &format!("Redis did not answer ({why})"));
+            } else {
+                held.push(request);
+            }
+        }
         held.append(&mut self.held);
         self.held = held;
-        // One quick reconnect (a killed pub/sub connection, a failover)
-        // before Redis is declared down; a second failure soon after
-        // declares it at once.
-        let recent = self
-            .last_fail
-            .is_some_and(|at| at.elapsed() < QUICK_RETRY_WINDOW);
-        self.last_fail = Some(Instant::now());
-        if recent {
+        let now = Instant::now();
+        self.recent_fails
+            .retain(|at| now.duration_since(*at) < QUICK_RETRY_WINDOW);
+        self.recent_fails.push(now);
+        if self.recent_fails.len() > QUICK_RETRIES {
             self.declare_down(why);
             self.next_retry = Instant::now() + RETRY_INTERVAL;
         } else {
@@ -1164,7 +1176,6 @@ impl Worker {
                 self.reader = None;
                 self.subscribed.clear();
                 self.next_retry = Instant::now() + RETRY_INTERVAL;
-                self.last_fail = Some(Instant::now());
                 self.declare_down(&e);
             }
         }

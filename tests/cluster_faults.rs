@@ -312,9 +312,15 @@ struct Process {
 
 impl Process {
     fn start(redis: &Redis, node: &str) -> Self {
+        Self::start_with(redis, node, &[])
+    }
+
+    fn start_with(redis: &Redis, node: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
             .args(["--bind", "127.0.0.1:0", "--redis-url", &redis.url()])
             .args(["--node-id", node, "--heartbeat-timeout", "2s"])
+            .args(["--heartbeat-interval", "500ms"])
+            .envs(env.iter().copied())
             .env("WSHUB_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -385,6 +391,52 @@ fn a_killed_hub_leaves_the_presence_and_its_clients_resume_elsewhere() {
             .await;
         assert_eq!(reply["payload"]["recovered"]["r"], true, "{reply}");
         assert_eq!(events(&mut tab, 3).await, [4, 5, 6]);
+        tab.expect_nothing_before_pong().await;
+    });
+}
+
+#[test]
+fn a_silently_broken_subscription_is_found_by_the_self_check() {
+    let Some(redis) = Redis::start("selfcheck") else {
+        return;
+    };
+    smol::block_on(async {
+        // Its first pub/sub connection goes quiet after three messages
+        // while every command still works (a debug-build fault hook).
+        let muted = Process::start_with(&redis, "muted", &[("WSHUB_TEST_MUTE_PUBSUB_AFTER", "3")]);
+        let b = hub_with(&redis, "b", |_| {});
+        let mut tab = TestClient::connect(&format!("ws://{}/ws?rooms=r", muted.addr)).await;
+        let mut sent = 0;
+        let mut seqs = Vec::new();
+        let mut health = Vec::new();
+        let deadline = Instant::now() + TIMEOUT * 2;
+        // Publish on the other hub until the muted hub has noticed, gone
+        // down, reconnected and come back up.
+        while !(health.contains(&"down".to_string()) && health.last().is_some_and(|s| s == "ok")) {
+            assert!(Instant::now() < deadline, "no down-then-ok: {health:?}");
+            sent += 1;
+            assert_eq!(publish(&b, "r", sent).await, 202);
+            while let Some(m) = tab.recv_within(Duration::from_millis(100)).await {
+                // (None is silence here: a closed connection fails below.)
+                match m["type"].as_str() {
+                    Some("health_status") => {
+                        assert_eq!(m["payload"]["component"], "engine");
+                        health.push(m["payload"]["status"].as_str().unwrap().to_string());
+                    }
+                    Some("heartbeat") => {}
+                    _ => seqs.push(m["seq"].as_u64().unwrap_or_else(|| panic!("{m}"))),
+                }
+            }
+        }
+        // Every event once, in order: those published while it was deaf
+        // came from the shared history.
+        while seqs.len() < sent as usize {
+            let m = tab.recv().await;
+            if let Some(seq) = m["seq"].as_u64() {
+                seqs.push(seq);
+            }
+        }
+        assert_eq!(seqs, (1..=sent).collect::<Vec<_>>());
         tab.expect_nothing_before_pong().await;
     });
 }

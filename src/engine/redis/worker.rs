@@ -41,6 +41,21 @@ const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Idempotency keys last this long (PROTOCOL.md section 5).
 const KEY_WINDOW_MS: u64 = 300_000;
+/// Debug builds only: the first pub/sub connection silently stops handing
+/// over messages after this many (the self-check test's fault hook: a
+/// subscription that is broken while commands still work).
+const MUTE_PUBSUB_AFTER_ENV: &str = "WSHUB_TEST_MUTE_PUBSUB_AFTER";
+
+/// The fault hook's count, in debug builds when it is set.
+fn mute_after() -> Option<u64> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var(MUTE_PUBSUB_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// A failure is followed by an immediate reconnect (a killed pub/sub
 /// connection, a failover) unless more than [`QUICK_RETRIES`] came
 /// within this window: Redis is then declared down at once.
@@ -955,8 +970,10 @@ impl Worker {
         if let Some((_, sent)) = &self.check
             && sent.elapsed() > ECHO_DEADLINE
         {
+            // Commands work but delivery does not: say so, then reconnect.
             let why = "the delivery path is broken: this hub's own check did not come back";
             self.fail(why, Vec::new());
+            self.declare_down(why);
             return;
         }
         let interval = self.settings.heartbeat_interval.min(MAX_CHECK_INTERVAL);
@@ -1208,8 +1225,14 @@ impl Worker {
         self.generation += 1;
         let generation = self.generation;
         let tx = self.incoming_tx.clone();
+        let mute = mute_after().filter(|_| generation == 1);
         self.reader = Some(smol::spawn(async move {
+            let mut handed = 0u64;
             while let Some(message) = stream.next().await {
+                if mute.is_some_and(|after| handed >= after) {
+                    continue; // the fault hook: read, hand nothing over
+                }
+                handed += 1;
                 let incoming = Incoming::Message {
                     generation,
                     channel: message.get_channel_name().to_string(),

@@ -209,6 +209,20 @@ fn presence_delete_health_and_user_events_span_the_cluster() {
         users.sort();
         assert_eq!(users, ["alice", "bob"]);
 
+        // So do the admin's rooms, on any hub.
+        let room = a.request("GET", "/api/rooms/team", None).await;
+        assert_eq!(room.status, 200, "{}", room.text());
+        assert_eq!(room.json()["subscribers"], 2, "{}", room.text());
+        assert_eq!(room.json()["members"].as_array().map(Vec::len), Some(2));
+        let rooms = b.request("GET", "/api/rooms", None).await.json();
+        assert_eq!(
+            rooms["rooms"],
+            json!([{"room": "team", "subscribers": 2, "last_seq": 0}]),
+            "{rooms}"
+        );
+        let none = a.request("GET", "/api/rooms/nobody", None).await;
+        assert_eq!(none.status, 404);
+
         // An event for a user reaches its connections on every hub.
         let reply = b
             .post_event(json!({"user": "alice", "type": "note", "payload": {}}))

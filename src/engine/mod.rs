@@ -162,12 +162,31 @@ pub(crate) enum Ask {
     /// Closes a connection with 4003 on whichever hub holds it: answered
     /// as [`Answer::Disconnected`].
     Disconnect { token: u64, conn: String },
+    /// Every room of the cluster with subscribers or history: answered
+    /// as [`Answer::Rooms`].
+    Rooms { token: u64 },
+    /// One room with its members on every live hub: answered as
+    /// [`Answer::Rooms`] (empty when it has neither).
+    Room { token: u64, room: String },
     /// A health component set on this hub, for every hub of the cluster.
     Health {
         component: String,
         status: String,
         detail: Option<String>,
     },
+}
+
+/// A room as the cluster sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterRoom {
+    /// Its name.
+    pub room: String,
+    /// Its subscribers on every live hub.
+    pub subscribers: usize,
+    /// Its last seq.
+    pub last_seq: u64,
+    /// Its members (connection, user), when one room was asked for.
+    pub members: Option<Vec<(String, Option<String>)>>,
 }
 
 /// A cluster engine's answer to a publish.
@@ -307,6 +326,11 @@ pub(crate) enum Answer {
     Disconnected {
         token: u64,
         result: Result<bool, EngineError>,
+    },
+    /// The cluster's rooms.
+    Rooms {
+        token: u64,
+        result: Result<Vec<ClusterRoom>, EngineError>,
     },
     /// Another hub's admin asked to close this hub's connection.
     Kick { conn: String },

@@ -19,8 +19,8 @@ use serde_json::json;
 
 use super::durable::Origin;
 use super::room::{EventRecord, Room};
-use super::{ConnId, Hub, JoinRequest, Joined, PresenceMember, Refusal, Status};
-use crate::engine::{Answer, Ask, Progress, Sequence, Sequenced, Topic};
+use super::{ConnId, Hub, JoinRequest, Joined, PresenceMember, Refusal, RoomInfo, Status};
+use crate::engine::{Answer, Ask, ClusterRoom, Progress, Sequence, Sequenced, Topic};
 use crate::log::{as_json, opt_json};
 use crate::protocol::{
     CloseCode, Encoded, ErrorCode, ProtocolError, Publish, Published, Subscribe, Target, new_uuid,
@@ -87,6 +87,13 @@ struct PresenceAsk {
     reference: Option<String>,
 }
 
+/// `GET /api/rooms[/{room}]` waiting for the cluster's answer.
+#[derive(Debug)]
+enum RoomsAsk {
+    All(Sender<Vec<RoomInfo>>),
+    One(Sender<Option<RoomInfo>>),
+}
+
 /// The hub's cluster state; inert without a cluster engine.
 #[derive(Debug, Default)]
 pub(super) struct Cluster {
@@ -100,6 +107,7 @@ pub(super) struct Cluster {
     keys: HashMap<String, Vec<Origin>>,
     presence: HashMap<u64, PresenceAsk>,
     disconnects: HashMap<u64, Sender<bool>>,
+    rooms: HashMap<u64, RoomsAsk>,
     next_token: u64,
 }
 
@@ -727,6 +735,65 @@ impl Hub {
         }
     }
 
+    /// `GET /api/rooms`, counted on every live hub; while Redis is gone,
+    /// this hub's own view.
+    pub(super) fn cluster_room_list(&mut self, reply: Sender<Vec<RoomInfo>>) {
+        let token = self.cluster.token();
+        match self.engine.ask(Ask::Rooms { token }) {
+            Progress::Refused(_) => drop(reply.try_send(self.room_list())),
+            _ => {
+                self.cluster.rooms.insert(token, RoomsAsk::All(reply));
+            }
+        }
+    }
+
+    /// `GET /api/rooms/{room}`, with its members on every live hub.
+    pub(super) fn cluster_room(&mut self, room: String, reply: Sender<Option<RoomInfo>>) {
+        let token = self.cluster.token();
+        match self.engine.ask(Ask::Room {
+            token,
+            room: room.clone(),
+        }) {
+            Progress::Refused(_) => drop(reply.try_send(self.room_info(&room))),
+            _ => {
+                self.cluster.rooms.insert(token, RoomsAsk::One(reply));
+            }
+        }
+    }
+
+    fn on_rooms(&mut self, token: u64, result: Result<Vec<ClusterRoom>, String>) {
+        let Some(ask) = self.cluster.rooms.remove(&token) else {
+            return;
+        };
+        let info = |r: ClusterRoom| RoomInfo {
+            room: r.room,
+            subscribers: r.subscribers,
+            last_seq: r.last_seq,
+            members: r.members.map(|m| {
+                m.into_iter()
+                    .map(|(connection_id, user)| PresenceMember {
+                        connection_id,
+                        user,
+                    })
+                    .collect()
+            }),
+        };
+        match (ask, result) {
+            (RoomsAsk::All(reply), Ok(rooms)) => {
+                drop(reply.try_send(rooms.into_iter().map(info).collect()));
+            }
+            (RoomsAsk::One(reply), Ok(rooms)) => {
+                drop(reply.try_send(rooms.into_iter().next().map(info)));
+            }
+            // Redis failed meanwhile: this hub's own view.
+            (RoomsAsk::All(reply), Err(_)) => drop(reply.try_send(self.room_list())),
+            (RoomsAsk::One(reply), Err(_)) => {
+                // The name is not kept; say it is not known rather than guess.
+                drop(reply.try_send(None));
+            }
+        }
+    }
+
     /// A health component set through this hub's API, for every hub.
     pub(super) fn cluster_health(
         &mut self,
@@ -795,6 +862,7 @@ impl Hub {
                     let _ = reply.try_send(result.unwrap_or(false));
                 }
             }
+            Answer::Rooms { token, result } => self.on_rooms(token, result.map_err(|e| e.message)),
             Answer::Kick { conn } => {
                 if let Some(id) = ConnId::parse(&conn)
                     && self.conns.contains_key(&id)

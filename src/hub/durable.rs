@@ -215,6 +215,7 @@ impl Hub {
                 | Answer::Presence { .. }
                 | Answer::Disconnected { .. }
                 | Answer::Kick { .. }
+                | Answer::Rooms { .. }
                 | Answer::RemoteHealth { .. } => self.on_cluster(answer),
                 Answer::Timing { op, seconds } => {
                     if let Some(histogram) = self

@@ -316,6 +316,8 @@ impl Hub {
                 }
                 let _ = reply.try_send(found);
             }
+            Command::Rooms(reply) if self.clustered() => self.cluster_room_list(reply),
+            Command::Room(name, reply) if self.clustered() => self.cluster_room(name, reply),
             Command::Rooms(reply) => {
                 let _ = reply.try_send(self.room_list());
             }

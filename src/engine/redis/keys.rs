@@ -69,6 +69,12 @@ impl Keys {
         format!("{}:conn-nodes", self.prefix)
     }
 
+    /// The rooms that may have subscribers or history (a set; the
+    /// [`ROOMS`] script drops those that have neither).
+    pub fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
+
     /// The live nodes, scored by when their announcement expires (ms).
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -138,9 +144,9 @@ pub(super) enum Channel<'a> {
 
 /// Sequences, keeps and publishes one room event, atomically.
 ///
-/// KEYS: epoch, meta, history, presence, idempotency key (or `""`).
+/// KEYS: epoch, meta, history, presence, idempotency key (or `""`), rooms.
 /// ARGV: epoch, channel, head, tail, except, history_size, now_ms,
-/// key ttl ms, event id, correlation id.
+/// key ttl ms, event id, correlation id, room.
 /// Returns `{"ok", seq, recipients}`, `{"epoch", current}` when the epoch
 /// is not the caller's, or `{"repeat", reply}` for a known key.
 pub(super) const PUBLISH_ROOM: &str = r"
@@ -151,6 +157,7 @@ if KEYS[5] ~= '' then
   if prior then return {'repeat', prior} end
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('SADD', KEYS[6], ARGV[11])
 local json = ARGV[3] .. seq .. ARGV[4]
 local size = tonumber(ARGV[6])
 if size > 0 then
@@ -182,6 +189,28 @@ if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[6] .. '\n\n' .. recipients .. '\n' .. ARGV[7], 'PX', ARGV[5])
 end
 return {'ok', 0, recipients}
+";
+
+/// Every room with subscribers or history: `{room, subscribers, seq, …}`;
+/// rooms with neither leave the index.
+///
+/// KEYS: rooms. ARGV: now_ms, prefix.
+pub(super) const ROOMS: &str = r"
+local out = {}
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local tag = '{' .. room .. '}'
+  local subs = redis.call('ZCOUNT', ARGV[2] .. ':presence:' .. tag, ARGV[1], '+inf')
+  local held = redis.call('XLEN', ARGV[2] .. ':history:' .. tag)
+  if subs == 0 and held == 0 then
+    redis.call('SREM', KEYS[1], room)
+  else
+    local seq = redis.call('HGET', ARGV[2] .. ':meta:' .. tag, 'seq') or '0'
+    table.insert(out, room)
+    table.insert(out, subs)
+    table.insert(out, seq)
+  end
+end
+return out
 ";
 
 /// A room's live members: drops expired entries, then returns the

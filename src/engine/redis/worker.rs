@@ -23,7 +23,7 @@ use redis::{AsyncConnectionConfig, Client, Value};
 use super::keys::{self, Channel, Keys};
 use super::{RedisSettings, Request};
 use crate::engine::{
-    Answer, Ask, EngineError, Sequence, Sequenced, Sink, StoredEvent, Topic, unix_ms,
+    Answer, Ask, ClusterRoom, EngineError, Sequence, Sequenced, Sink, StoredEvent, Topic, unix_ms,
 };
 use crate::log::as_json;
 use crate::protocol::{Published, new_uuid};
@@ -137,6 +137,7 @@ struct Scripts {
     presence: String,
     disconnect: String,
     sweep: String,
+    rooms: String,
 }
 
 impl Scripts {
@@ -148,6 +149,7 @@ impl Scripts {
             presence: sha(keys::PRESENCE),
             disconnect: sha(keys::DISCONNECT),
             sweep: sha(keys::SWEEP),
+            rooms: sha(keys::ROOMS),
         }
     }
 }
@@ -182,6 +184,13 @@ enum Slot {
     },
     Disconnect {
         token: u64,
+    },
+    Rooms {
+        token: u64,
+    },
+    Room {
+        token: u64,
+        room: String,
     },
     /// Commands whose replies nobody waits for.
     Ignored {
@@ -413,6 +422,12 @@ impl Worker {
                     token,
                     result: Err(error),
                 }),
+                Ask::Rooms { token } | Ask::Room { token, .. } => {
+                    self.answers.push(Answer::Rooms {
+                        token,
+                        result: Err(error),
+                    });
+                }
                 ask @ (Ask::Left { .. } | Ask::Disconnected { .. }) => self.stale.push(ask),
                 Ask::Joined { .. } | Ask::Connected { .. } | Ask::Health { .. } => {}
             },
@@ -571,7 +586,31 @@ impl Worker {
                     .arg(keys.members(room))
                     .arg(conn)
                     .arg(user_json(user.as_deref()));
-                Slot::Ignored { count: 2 }
+                pipe.cmd("SADD").arg(keys.rooms()).arg(room);
+                Slot::Ignored { count: 3 }
+            }
+            Ask::Rooms { token } => {
+                pipe.cmd("EVALSHA")
+                    .arg(&self.scripts.rooms)
+                    .arg(1)
+                    .arg(keys.rooms())
+                    .arg(now)
+                    .arg(keys.prefix());
+                Slot::Rooms { token: *token }
+            }
+            Ask::Room { token, room } => {
+                pipe.cmd("EVALSHA")
+                    .arg(&self.scripts.presence)
+                    .arg(2)
+                    .arg(keys.presence(room))
+                    .arg(keys.members(room))
+                    .arg(now);
+                pipe.cmd("HGET").arg(keys.meta(room)).arg("seq");
+                pipe.cmd("XLEN").arg(keys.history(room));
+                Slot::Room {
+                    token: *token,
+                    room: room.clone(),
+                }
             }
             Ask::Left { room, conn } => {
                 pipe.cmd("ZREM").arg(keys.presence(room)).arg(conn);
@@ -649,12 +688,13 @@ impl Worker {
             Topic::Room(room) => {
                 pipe.cmd("EVALSHA")
                     .arg(&self.scripts.publish_room)
-                    .arg(5)
+                    .arg(6)
                     .arg(keys.epoch())
                     .arg(keys.meta(room))
                     .arg(keys.history(room))
                     .arg(keys.presence(room))
                     .arg(key)
+                    .arg(keys.rooms())
                     .arg(&self.epoch)
                     .arg(keys.room_channel(room))
                     .arg(publish.head.as_ref())
@@ -664,7 +704,8 @@ impl Worker {
                     .arg(now)
                     .arg(KEY_WINDOW_MS)
                     .arg(id)
-                    .arg(correlation_id);
+                    .arg(correlation_id)
+                    .arg(room);
                 Slot::Publish {
                     token: publish.token,
                     room: true,
@@ -762,25 +803,51 @@ impl Worker {
                 });
             }
             Slot::Presence { token } => {
-                let result = next().map(|v| {
-                    let flat = as_strings(&v);
-                    let mut members: Vec<(String, Option<String>)> = flat
-                        .chunks_exact(2)
-                        .map(|pair| {
-                            let user = serde_json::from_str::<Option<String>>(&pair[1])
-                                .ok()
-                                .flatten();
-                            (pair[0].clone(), user)
-                        })
-                        .collect();
-                    members.sort();
-                    members
-                });
+                let result = next().map(|v| members_of(&v));
                 self.answers.push(Answer::Presence { token, result });
             }
             Slot::Disconnect { token } => {
                 let result = next().map(|v| as_u64(&v) == Some(1));
                 self.answers.push(Answer::Disconnected { token, result });
+            }
+            Slot::Rooms { token } => {
+                let result = next().map(|v| {
+                    let flat = as_strings(&v);
+                    let mut rooms: Vec<ClusterRoom> = flat
+                        .chunks_exact(3)
+                        .map(|r| ClusterRoom {
+                            room: r[0].clone(),
+                            subscribers: r[1].parse().unwrap_or(0),
+                            last_seq: r[2].parse().unwrap_or(0),
+                            members: None,
+                        })
+                        .collect();
+                    rooms.sort_by(|a, b| a.room.cmp(&b.room));
+                    rooms
+                });
+                self.answers.push(Answer::Rooms { token, result });
+            }
+            Slot::Room { token, room } => {
+                let members = next().map(|v| members_of(&v));
+                let seq = next();
+                let held = next();
+                let result = match (members, seq, held) {
+                    (Ok(members), Ok(seq), Ok(held)) => {
+                        let held = as_u64(&held).unwrap_or(0);
+                        if members.is_empty() && held == 0 {
+                            Ok(Vec::new())
+                        } else {
+                            Ok(vec![ClusterRoom {
+                                room,
+                                subscribers: members.len(),
+                                last_seq: as_u64(&seq).unwrap_or(0),
+                                members: Some(members),
+                            }])
+                        }
+                    }
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                };
+                self.answers.push(Answer::Rooms { token, result });
             }
         }
         false
@@ -1207,6 +1274,7 @@ impl Worker {
             keys::PRESENCE,
             keys::DISCONNECT,
             keys::SWEEP,
+            keys::ROOMS,
         ] {
             load.cmd("SCRIPT").arg("LOAD").arg(src).ignore();
         }
@@ -1416,6 +1484,22 @@ fn parse_entries(
         }
     }
     out
+}
+
+/// The presence script's reply as (connection, user), sorted.
+fn members_of(value: &Value) -> Vec<(String, Option<String>)> {
+    let flat = as_strings(value);
+    let mut members: Vec<(String, Option<String>)> = flat
+        .chunks_exact(2)
+        .map(|pair| {
+            let user = serde_json::from_str::<Option<String>>(&pair[1])
+                .ok()
+                .flatten();
+            (pair[0].clone(), user)
+        })
+        .collect();
+    members.sort();
+    members
 }
 
 fn as_string(value: &Value) -> Option<String> {

@@ -70,12 +70,23 @@ pub(crate) struct BenchArgs {
 /// The flags of `wshub-bench`.
 #[derive(Debug, Args)]
 struct Options {
-    /// A running hub's base URL, e.g. http://127.0.0.1:8000
+    /// A running hub's base URL, e.g. http://127.0.0.1:8000; several,
+    /// comma-separated, spread the subscribers and the publishers over a
+    /// cluster's hubs (round-robin)
     #[arg(long, conflicts_with = "hub_cmd")]
     url: Option<String>,
-    /// The pid of the hub at --url, for its memory and CPU figures
-    #[arg(long, value_name = "PID", requires = "url")]
-    hub_pid: Option<u32>,
+    /// The pid of the hub at --url, for its memory and CPU figures; with
+    /// several URLs, one per URL, comma-separated (the figures are summed)
+    #[arg(long, value_name = "PID", requires = "url", value_delimiter = ',')]
+    hub_pid: Vec<u32>,
+    /// Start this many wshub hubs (each with the --hub-arg flags and its own
+    /// node_id) and spread subscribers and publishers over them; give them
+    /// a cluster with --hub-arg=--redis-url=redis://…
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with_all = ["url", "hub_cmd"])]
+    hubs: usize,
+    /// The pid of the Redis the hubs share, for its CPU per delivery
+    #[arg(long, value_name = "PID")]
+    redis_pid: Option<u32>,
     /// Start this command instead (a peer, the floor); ` --bind 127.0.0.1:0` is appended
     #[arg(long, value_name = "COMMAND")]
     hub_cmd: Option<String>,
@@ -149,22 +160,42 @@ struct Options {
 }
 
 /// How to reach the server, from the flags; `hub_args` go to a wshub the
-/// bench starts.
+/// bench starts. With several (a cluster) the first.
 fn start_of(options: &Options, hub_args: Vec<String>) -> Start {
+    starts_of(options, hub_args).swap_remove(0)
+}
+
+/// Every hub the run measures: the URLs given, or the wshubs to start.
+fn starts_of(options: &Options, hub_args: Vec<String>) -> Vec<Start> {
     match (&options.url, &options.hub_cmd) {
-        (Some(url), _) => Start::Url {
-            url: url.clone(),
-            pid: options.hub_pid,
-        },
-        (None, Some(command)) => Start::Command(command.clone()),
-        (None, None) => Start::Wshub { args: hub_args },
+        (Some(urls), _) => urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .enumerate()
+            .map(|(i, url)| Start::Url {
+                url: url.to_string(),
+                pid: options.hub_pid.get(i).copied(),
+            })
+            .collect(),
+        (None, Some(command)) => vec![Start::Command(command.clone())],
+        (None, None) if options.hubs > 1 => (0..options.hubs)
+            .map(|i| {
+                let mut args = hub_args.clone();
+                args.push(format!("--node-id=bench-hub-{i}"));
+                Start::Wshub { args }
+            })
+            .collect(),
+        (None, None) => vec![Start::Wshub { args: hub_args }],
     }
 }
 
 /// A run's settings with every default applied and checked.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub start: Start,
+    /// One hub, or the hubs of a cluster.
+    pub starts: Vec<Start>,
+    pub redis_pid: Option<u32>,
     pub subscribers: usize,
     pub threads: usize,
     pub sources: Vec<IpAddr>,
@@ -226,13 +257,17 @@ impl Plan {
             // One publisher connection sends far above the default 100/s.
             hub_args.push("--rate-limit-per-s=0".into());
         }
-        let start = start_of(&args, hub_args);
+        let starts = starts_of(&args, hub_args);
+        if starts.is_empty() {
+            return Err("--url names no hub".into());
+        }
         let source_count = args
             .source_ips
             .unwrap_or(subscribers.div_ceil(SUBSCRIBERS_PER_SOURCE))
             .clamp(1, 250 * 250);
         Ok(Self {
-            start,
+            starts,
+            redis_pid: args.redis_pid,
             subscribers,
             threads: args.threads.max(1),
             sources: (0..source_count).map(source_address).collect(),
@@ -336,7 +371,7 @@ mod tests {
         let p = plan(&["--smoke"]).unwrap();
         assert_eq!((p.subscribers, p.publishes), (300, 50));
         assert_eq!(p.flood.unwrap().time, Duration::from_secs(2));
-        assert!(matches!(p.start, Start::Wshub { .. }));
+        assert!(matches!(p.starts[..], [Start::Wshub { .. }]));
         assert!(p.room.starts_with("bench-"));
     }
 
@@ -357,9 +392,29 @@ mod tests {
         assert!(plan(&["--drain-timeout", "soon"]).is_err());
         assert!(plan(&["--hub-pid", "1"]).is_err(), "needs --url");
         let p = plan(&["--publish-via", "ws"]).unwrap();
-        let Start::Wshub { args } = p.start else {
+        let [Start::Wshub { args }] = &p.starts[..] else {
             panic!()
         };
-        assert_eq!(args, ["--rate-limit-per-s=0"]);
+        assert_eq!(args, &["--rate-limit-per-s=0"]);
+    }
+
+    #[test]
+    fn a_cluster_spreads_over_several_hubs() {
+        let p = plan(&[
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--hub-pid",
+            "7,8",
+        ])
+        .unwrap();
+        assert_eq!(p.starts.len(), 2);
+        assert!(matches!(p.starts[1], Start::Url { pid: Some(8), .. }));
+        let p = plan(&["--hubs", "3", "--hub-arg=--redis-url=redis://127.0.0.1:1"]).unwrap();
+        assert_eq!(p.starts.len(), 3);
+        let Start::Wshub { args } = &p.starts[2] else {
+            panic!()
+        };
+        assert!(args.contains(&"--node-id=bench-hub-2".to_string()));
+        assert!(plan(&["--hubs", "2", "--url", "http://127.0.0.1:1"]).is_err());
     }
 }

@@ -41,15 +41,28 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     target::ensure_file_limit(files).map_err(Failure::Usage)?;
     check_ports(plan)?;
     let mut warnings = Vec::new();
-    let mut target = Target::start(&plan.start).map_err(Failure::Run)?;
-    if let (Start::Url { .. }, Some(pid)) = (&plan.start, target.pid) {
-        warnings.extend(target::check_server_limit(pid, files));
+    let mut targets = Vec::with_capacity(plan.starts.len());
+    for start in &plan.starts {
+        let target = Target::start(start).map_err(Failure::Run)?;
+        if let (Start::Url { .. }, Some(pid)) = (start, target.pid) {
+            warnings.extend(target::check_server_limit(pid, files));
+        }
+        targets.push(target);
     }
+    let hubs: Vec<(std::net::SocketAddr, String)> =
+        targets.iter().map(|t| (t.addr, t.host())).collect();
+    let first = targets[0].addr;
     let run = Arc::new(Run::new(
         plan.publishes,
         plan.flood.map_or(0, |f| f.publishes),
     ));
-    let rss = || target.pid.and_then(procfs::rss_kib);
+    // With several hubs, their sum.
+    let rss = || {
+        targets
+            .iter()
+            .map(|t| t.pid.and_then(procfs::rss_kib))
+            .sum::<Option<u64>>()
+    };
     // The server settles; how busy the machine is meanwhile shows other load.
     let quiet = procfs::machine_ticks();
     std::thread::sleep(IDLE_SAMPLE);
@@ -57,12 +70,11 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     let rss_idle = rss();
 
     let connect_plan = ConnectPlan {
-        addr: target.addr,
-        host: target.host(),
+        hubs: hubs.clone(),
         query: format!("?rooms={}", plan.room),
         subscribers: plan.subscribers,
         threads: plan.threads,
-        sources: if target.addr.ip().is_ipv4() && target.addr.ip().is_loopback() {
+        sources: if first.ip().is_ipv4() && first.ip().is_loopback() {
             plan.sources.clone()
         } else {
             Vec::new()
@@ -84,8 +96,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     let rss_connected = rss();
 
     let publish_plan = PublishPlan {
-        addr: target.addr,
-        host: target.host(),
+        hubs,
         room: plan.room.clone(),
         payload_bytes: plan.payload_bytes,
         connections: plan.publishers,
@@ -103,28 +114,30 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
                 plan.publishes, plan.rate
             ),
         );
-        let before = Snapshot::take(&target, &run);
+        let before = Snapshot::take(&targets, plan, &run);
         let outcome = publisher::open_loop(&publish_plan, &run, 0, plan.publishes, plan.rate);
         drain(plan, &run, 0, plan.publishes, outcome.accepted);
-        let cpu = Snapshot::take(&target, &run).since(&before);
+        let cpu = Snapshot::take(&targets, plan, &run).since(&before);
         latency = Some((outcome, cpu));
         if let Some(bounds) = plan.flood {
             progress(plan, &format!("flood phase: up to {:?}", bounds.time));
             let first = plan.publishes;
-            let before = Snapshot::take(&target, &run);
+            let before = Snapshot::take(&targets, plan, &run);
             let started = run.now();
             let outcome =
                 publisher::flood(&publish_plan, &run, first, bounds.publishes, bounds.time);
             let published_ns = run.now() - started;
             let end = first + outcome.attempted;
             drain(plan, &run, first, end, outcome.accepted);
-            let cpu = Snapshot::take(&target, &run).since(&before);
+            let cpu = Snapshot::take(&targets, plan, &run).since(&before);
             flood = Some((outcome, cpu, started, published_ns, end));
         }
     }
     let rss_end = rss();
-    if let Some(status) = target.exited() {
-        warnings.push(format!("the server exited during the run: {status}"));
+    for target in &mut targets {
+        if let Some(status) = target.exited() {
+            warnings.push(format!("the server exited during the run: {status}"));
+        }
     }
     let threads = subscribers.stop();
 
@@ -145,7 +158,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     let integrity = integrity(&run, plan, &threads);
     Ok(Report {
         machine: super::report::Machine::read(background_busy_percent),
-        target: target.description.clone(),
+        target: describe(&targets),
         settings: Settings::of(plan, connect_plan.sources.len()),
         connect: Connect {
             requested: plan.subscribers as u64,
@@ -238,9 +251,27 @@ fn drain(plan: &Plan, run: &Run, from: u64, to: u64, accepted: u64) {
     }
 }
 
+/// The report's view of the hub, or of a cluster's hubs.
+fn describe(targets: &[Target]) -> target::TargetInfo {
+    let mut info = targets[0].description.clone();
+    if targets.len() > 1 {
+        info.kind = "cluster";
+        info.addr = targets
+            .iter()
+            .map(|t| t.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        info.command = info.command.map(|c| format!("{} hubs: {c}", targets.len()));
+        info.pid = None;
+    }
+    info
+}
+
 /// CPU counters at one moment.
 struct Snapshot {
+    /// Every hub's, summed.
     hub: Option<u64>,
+    redis: Option<u64>,
     bench: Option<u64>,
     subscribers: Option<u64>,
     machine: Option<(u64, u64)>,
@@ -248,9 +279,13 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(target: &Target, run: &Run) -> Self {
+    fn take(targets: &[Target], plan: &Plan, run: &Run) -> Self {
         Self {
-            hub: target.pid.and_then(procfs::process_ticks),
+            hub: targets
+                .iter()
+                .map(|t| t.pid.and_then(procfs::process_ticks))
+                .sum(),
+            redis: plan.redis_pid.and_then(procfs::process_ticks),
             bench: procfs::process_ticks(std::process::id()),
             subscribers: procfs::own_threads_ticks(THREAD_PREFIX),
             machine: procfs::machine_ticks(),
@@ -264,6 +299,7 @@ impl Snapshot {
         Cpu::new(
             self.deliveries - before.deliveries,
             diff(self.hub, before.hub),
+            diff(self.redis, before.redis),
             diff(self.bench, before.bench),
             diff(self.subscribers, before.subscribers),
             machine,

@@ -37,8 +37,9 @@ pub(crate) enum Via {
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub(crate) struct PublishPlan {
-    pub addr: SocketAddr,
-    pub host: String,
+    /// The hubs (address and `Host` header); publisher connection `i`
+    /// goes to hub `i % len`.
+    pub hubs: Vec<(SocketAddr, String)>,
     pub room: String,
     pub payload_bytes: usize,
     /// Connections, each with one publish in flight.
@@ -80,13 +81,13 @@ pub(crate) fn open_loop(
     let outcome = RefCell::new(Outcome::default());
     let executor = LocalExecutor::new();
     let mut workers = Vec::new();
-    for _ in 0..plan.connections.max(1) {
+    for worker in 0..plan.connections.max(1) {
         let jobs = jobs.clone();
         let outcome = &outcome;
         workers.push(executor.spawn(async move {
             let mut conn = None;
             while let Ok(index) = jobs.recv().await {
-                publish(plan, run, &mut conn, index, outcome).await;
+                publish(plan, run, &mut conn, worker, index, outcome).await;
             }
         }));
     }
@@ -126,7 +127,7 @@ pub(crate) fn flood(
     let outcome = RefCell::new(Outcome::default());
     let executor = LocalExecutor::new();
     let mut workers = Vec::new();
-    for _ in 0..plan.connections.max(1) {
+    for worker in 0..plan.connections.max(1) {
         let (next, outcome) = (&next, &outcome);
         workers.push(executor.spawn(async move {
             let mut conn = None;
@@ -136,7 +137,7 @@ pub(crate) fn flood(
                 if let Some(slot) = run.slot(index) {
                     slot.due.store(run.now(), Relaxed);
                 }
-                publish(plan, run, &mut conn, index, outcome).await;
+                publish(plan, run, &mut conn, worker, index, outcome).await;
             }
         }));
     }
@@ -162,13 +163,15 @@ async fn publish(
     plan: &PublishPlan,
     run: &Run,
     conn: &mut Option<Conn>,
+    worker: usize,
     index: u64,
     outcome: &RefCell<Outcome>,
 ) {
+    let hub = &plan.hubs[worker % plan.hubs.len()];
     let Some(slot) = run.slot(index) else { return };
     let due = slot.due.load(Relaxed);
     let deadline = Instant::now() + plan.timeout;
-    let result = exchange(plan, run, conn, index, slot)
+    let result = exchange(plan, run, conn, hub, index, slot)
         .or(async {
             Timer::at(deadline).await;
             Err("timed out".to_string())
@@ -201,12 +204,13 @@ async fn exchange(
     plan: &PublishPlan,
     run: &Run,
     conn: &mut Option<Conn>,
+    hub: &(SocketAddr, String),
     index: u64,
     slot: &Slot,
 ) -> Result<u64, String> {
     if conn.is_none() {
         *conn = Some(
-            open(plan)
+            open(plan, hub)
                 .await
                 .map_err(|e| format!("connect: {}", e.kind()))?,
         );
@@ -215,7 +219,7 @@ async fn exchange(
     let body = wire::publish_body(&plan.room, index, due, plan.payload_bytes);
     let reply = match conn.as_mut() {
         Some(Conn::Http(stream, buf)) => {
-            let request = wire::publish_request(&plan.host, &body, plan.bearer.as_deref());
+            let request = wire::publish_request(&hub.1, &body, plan.bearer.as_deref());
             slot.sent.store(run.now(), Relaxed);
             client::send(stream, &request).await.map_err(io_kind)?;
             http_reply(stream, buf).await?
@@ -242,13 +246,13 @@ fn io_kind(e: std::io::Error) -> String {
     format!("{:?}", e.kind())
 }
 
-async fn open(plan: &PublishPlan) -> Result<Conn, ConnectError> {
-    let stream = client::connect(None, plan.addr).await?;
+async fn open(plan: &PublishPlan, hub: &(SocketAddr, String)) -> Result<Conn, ConnectError> {
+    let stream = client::connect(None, hub.0).await?;
     match plan.via {
         Via::Http => Ok(Conn::Http(stream, Vec::with_capacity(1024))),
         Via::Ws => {
             let accept = wire::expected_accept();
-            let leftover = client::upgrade(&stream, &plan.host, "", &accept).await?;
+            let leftover = client::upgrade(&stream, &hub.1, "", &accept).await?;
             let mut reader = FrameReader::default();
             // The welcome is skipped by `ws_reply` like any other message.
             reader.feed(&leftover, |_| {})?;

@@ -144,6 +144,11 @@ pub(crate) struct Cpu {
     /// The server process (all its threads), from /proc/PID/stat.
     pub server_ms: Option<f64>,
     pub server_us_per_delivery: Option<f64>,
+    /// The Redis the hubs share (with --redis-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_us_per_delivery: Option<f64>,
     /// The whole bench process (subscribers and publisher).
     pub bench_ms: Option<f64>,
     pub bench_us_per_delivery: Option<f64>,
@@ -159,6 +164,7 @@ impl Cpu {
     pub fn new(
         deliveries: u64,
         server: Option<u64>,
+        redis: Option<u64>,
         bench: Option<u64>,
         subscribers: Option<u64>,
         machine_busy_percent: Option<f64>,
@@ -172,6 +178,8 @@ impl Cpu {
             deliveries,
             server_ms: ms(server),
             server_us_per_delivery: per(server),
+            redis_ms: ms(redis),
+            redis_us_per_delivery: per(redis),
             bench_ms: ms(bench),
             bench_us_per_delivery: per(bench),
             subscribers_ms: ms(subscribers),
@@ -395,8 +403,11 @@ fn summary(out: &mut String, name: &str, s: &Summary) {
 fn cpu(out: &mut String, c: &Cpu) {
     let _ = writeln!(
         out,
-        "             CPU per delivery: server {} µs, bench {} µs (subscriber threads {} µs); machine {}% busy",
+        "             CPU per delivery: server {} µs{}, bench {} µs (subscriber threads {} µs); machine {}% busy",
         opt(c.server_us_per_delivery, 2),
+        c.redis_us_per_delivery
+            .map(|r| format!(" (+ Redis {r:.2} µs)"))
+            .unwrap_or_default(),
         opt(c.bench_us_per_delivery, 2),
         opt(c.subscribers_us_per_delivery, 2),
         opt(c.machine_busy_percent, 0)

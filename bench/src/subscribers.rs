@@ -41,9 +41,9 @@ pub(crate) const THREAD_PREFIX: &str = "bench-sub";
 /// Where and how the subscribers connect.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectPlan {
-    pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: String,
+    /// The hubs (address and `Host` header); subscriber `i` of a thread
+    /// goes to hub `i % len`.
+    pub hubs: Vec<(SocketAddr, String)>,
     /// The upgrade's query, `?rooms=<room>`.
     pub query: String,
     pub subscribers: usize,
@@ -252,7 +252,7 @@ fn thread_main(
 async fn subscriber(shared: Rc<Shared>, local: usize, source: Option<IpAddr>) {
     let permit = shared.permits.acquire().await;
     let deadline = Instant::now() + shared.plan.timeout;
-    let (stream, leftover) = match open(&shared, source).or(expire(deadline)).await {
+    let (stream, leftover) = match open(&shared, source, local).or(expire(deadline)).await {
         Ok(opened) => opened,
         Err(e) => return failed(&shared, &e),
     };
@@ -316,15 +316,11 @@ async fn reply(stream: &Async<TcpStream>, conn: &mut Conn, deadline: Instant) {
 async fn open(
     shared: &Shared,
     source: Option<IpAddr>,
+    local: usize,
 ) -> Result<(Async<TcpStream>, Vec<u8>), ConnectError> {
-    let stream = client::connect(source, shared.plan.addr).await?;
-    let leftover = client::upgrade(
-        &stream,
-        &shared.plan.host,
-        &shared.plan.query,
-        &shared.accept,
-    )
-    .await?;
+    let (addr, host) = &shared.plan.hubs[local % shared.plan.hubs.len()];
+    let stream = client::connect(source, *addr).await?;
+    let leftover = client::upgrade(&stream, host, &shared.plan.query, &shared.accept).await?;
     Ok((stream, leftover))
 }
 

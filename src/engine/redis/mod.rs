@@ -4,18 +4,22 @@
 //! hubs whose connections need it; the hub task only delivers what this
 //! engine hands it, in seq order, each once.
 //!
-//! The engine is a thread of its own (`wshub-redis`) with a smol executor:
+//! The engine is a task on smol's global executor, off the hub thread:
 //! the hub queues requests on a channel and goes on, so a slow or absent
-//! Redis never stalls the hub thread. The thread ([`worker`]) owns two
-//! connections, one for commands (requests queued together go out as one
-//! pipeline, publishes as one Lua script each, see [`keys`]) and one for
-//! pub/sub, and answers through the hub's [`Sink`].
+//! Redis never stalls the hub thread. The `redis` crate drives its
+//! connections with tasks on that same executor, so the engine's task and
+//! the connections it talks to share one thread (one wake-up less per
+//! request than a thread of its own, measured in BENCHMARKS.md). The task
+//! ([`worker`]) owns two connections, one for commands (requests queued
+//! together go out as one pipeline, publishes as one Lua script each, see
+//! [`keys`]) and one for pub/sub, and answers through the hub's [`Sink`].
 
 mod keys;
 mod worker;
 
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use futures_lite::FutureExt;
 
 use async_channel::Sender;
 
@@ -41,7 +45,7 @@ pub(crate) struct RedisSettings {
     pub heartbeat_interval: Duration,
 }
 
-/// A request for the Redis thread.
+/// A request for the Redis task.
 #[derive(Debug)]
 enum Request {
     Read {
@@ -57,9 +61,11 @@ enum Request {
 pub(crate) struct Redis {
     epoch: String,
     requests: Option<Sender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    task: Option<smol::Task<()>>,
 }
 
+/// How long a stopping hub waits for the engine's goodbye to Redis.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// How long the start waits for Redis before giving up (exit 2).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,14 +92,11 @@ impl Redis {
         );
         let (requests, incoming) = async_channel::unbounded();
         let worker = worker::Worker::new(client, keys, settings, epoch.clone(), sink);
-        let thread = std::thread::Builder::new()
-            .name("wshub-redis".into())
-            .spawn(move || smol::block_on(worker.run(incoming)))
-            .map_err(|e| format!("cannot start the Redis thread: {e}"))?;
+        let task = smol::spawn(worker.run(incoming));
         Ok(Self {
             epoch,
             requests: Some(requests),
-            thread: Some(thread),
+            task: Some(task),
         })
     }
 
@@ -105,7 +108,7 @@ impl Redis {
         if sent {
             Progress::Queued
         } else {
-            Progress::Refused(EngineError::new("the Redis thread has stopped"))
+            Progress::Refused(EngineError::new("the Redis task has stopped"))
         }
     }
 }
@@ -152,11 +155,15 @@ impl Engine for Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        // Closing the channel ends the thread, which first takes this
-        // hub's connections out of the cluster's presence (bounded).
+        // Closing the channel ends the task, which first takes this hub's
+        // connections out of the cluster's presence (bounded). The hub
+        // thread drops the engine after its drain, so waiting here holds
+        // up nothing but the exit.
         self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(task) = self.task.take() {
+            smol::block_on(task.or(async {
+                smol::Timer::after(SHUTDOWN_WAIT).await;
+            }));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The Redis thread's loop: it owns the command and pub/sub connections
+//! The Redis task's loop: it owns the command and pub/sub connections
 //! and everything the cluster needs this hub to have told Redis (its
 //! watched rooms with the last seq forwarded, its memberships for the
 //! presence refresh), and answers the hub through its [`Sink`].
@@ -114,7 +114,7 @@ struct Local {
     rooms: HashSet<String>,
 }
 
-/// The Redis thread's state.
+/// The Redis task's state.
 pub(super) struct Worker {
     client: Client,
     keys: Keys,

@@ -1,4 +1,4 @@
-//! How the Redis thread turns the hub's requests into one pipeline's
+//! How the Redis task turns the hub's requests into one pipeline's
 //! commands (publishes as Lua scripts, presence writes, watches, reads)
 //! and reads each request's replies back into answers.
 

@@ -1,4 +1,4 @@
-//! The Redis thread's connections: connecting and reconnecting (scripts,
+//! The Redis task's connections: connecting and reconnecting (scripts,
 //! epoch, subscriptions, recovery of the watched rooms), the periodic
 //! self-check, announcement and presence refresh, failure and the
 //! declaration that Redis is down, and the goodbye at shutdown.

@@ -47,16 +47,16 @@ CLUSTER=(--hubs "$HUBS" --hub-arg=--redis-url="$URL" --redis-pid "$REDIS_PID")
 for run in $(seq "$RUNS"); do
     say "round $run: one hub, latency"
     "$BENCH" -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE" --json \
-        >"$OUT/single-latency-$run.json"
+        >"$OUT/single-latency-$run.json" || say "round $run: single-latency FAILED (kept in $OUT/single-latency-$run.json)"
     say "round $run: $HUBS hubs on Redis, latency"
     "$BENCH" "${CLUSTER[@]}" -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE" --json \
-        >"$OUT/cluster-latency-$run.json"
+        >"$OUT/cluster-latency-$run.json" || say "round $run: cluster-latency FAILED (kept in $OUT/cluster-latency-$run.json)"
     say "round $run: one hub, flood"
     "$BENCH" -n 1 --publishes 10 --publishers "$PUBLISHERS" --flood --flood-time "$FLOOD_TIME" \
-        --flood-publishes 1000000 --json >"$OUT/single-flood-$run.json"
+        --flood-publishes 1000000 --json >"$OUT/single-flood-$run.json" || say "round $run: single-flood FAILED (kept in $OUT/single-flood-$run.json)"
     say "round $run: $HUBS hubs on Redis, flood"
     "$BENCH" "${CLUSTER[@]}" -n "$HUBS" --publishes 10 --publishers "$PUBLISHERS" --flood \
-        --flood-time "$FLOOD_TIME" --flood-publishes 1000000 --json >"$OUT/cluster-flood-$run.json"
+        --flood-time "$FLOOD_TIME" --flood-publishes 1000000 --json >"$OUT/cluster-flood-$run.json" || say "round $run: cluster-flood FAILED (kept in $OUT/cluster-flood-$run.json)"
 done
 
 python3 - "$OUT" "$RUNS" <<'EOF'

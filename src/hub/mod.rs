@@ -200,7 +200,13 @@ impl Hub {
                     // With more commands waiting, queue for the writers so
                     // that they send several frames per syscall.
                     self.write_through = commands.is_empty();
+                    let from_engine = matches!(command, Command::Engine(_));
                     self.handle(command);
+                    if from_engine {
+                        // An engine on another thread can keep the queue
+                        // full: let the writers drain what it brought.
+                        futures_lite::future::yield_now().await;
+                    }
                 }
                 Wake::Timer => self.write_through = true,
             }

@@ -57,6 +57,9 @@ const KEY_WINDOW_MS: u64 = 300_000;
 const QUICK_RETRY_WINDOW: Duration = Duration::from_secs(10);
 /// See [`QUICK_RETRY_WINDOW`].
 const QUICK_RETRIES: usize = 5;
+/// Answers one hub command carries at most: a flood of events from Redis
+/// reaches the hub as many commands, between which its writers run.
+const MAX_ANSWERS: usize = 64;
 /// Requests one pipeline takes at most.
 const MAX_BATCH: usize = 4096;
 /// Time the thread gives itself at shutdown to take its connections out
@@ -248,12 +251,16 @@ impl Worker {
         self.goodbye().await;
     }
 
-    /// Hands the answers gathered so far to the hub.
+    /// Hands the answers gathered so far to the hub, at most
+    /// [`MAX_ANSWERS`] per command so that the hub yields to its writers
+    /// between them.
     fn flush(&mut self) {
-        if !self.answers.is_empty() {
-            let answers = std::mem::take(&mut self.answers);
-            if !(self.sink)(answers) {
+        let mut answers = std::mem::take(&mut self.answers).into_iter().peekable();
+        while answers.peek().is_some() {
+            let chunk: Vec<Answer> = answers.by_ref().take(MAX_ANSWERS).collect();
+            if !(self.sink)(chunk) {
                 self.hub_gone = true;
+                return;
             }
         }
     }

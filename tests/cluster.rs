@@ -285,6 +285,36 @@ fn presence_delete_health_and_user_events_span_the_cluster() {
 }
 
 #[test]
+fn an_idempotency_key_is_shared_by_the_hubs() {
+    let Some(redis) = Redis::start("idempotency") else {
+        return;
+    };
+    smol::block_on(async {
+        let a = hub(&redis, "a");
+        let b = hub(&redis, "b");
+        let mut tab = b.client("?rooms=orders").await;
+        let body = json!({
+            "room": "orders", "type": "paid", "payload": {"n": 1}, "idempotency_key": "order-42",
+        });
+        let first = a.post_event(body.clone()).await;
+        assert_eq!(first.status, 202, "{}", first.text());
+        // The same key on the other hub answers as the first publish did
+        // and publishes nothing.
+        let again = b.post_event(body).await;
+        assert_eq!(again.status, 202, "{}", again.text());
+        for field in ["id", "seq", "recipients", "correlation_id"] {
+            assert_eq!(again.json()[field], first.json()[field], "{field}");
+        }
+        assert_eq!(events(&mut tab, 1).await[0]["seq"], 1);
+        tab.expect_nothing_before_pong().await;
+        let next = a
+            .post_event(json!({"room": "orders", "type": "paid", "payload": {"n": 2}}))
+            .await;
+        assert_eq!(next.json()["seq"], 2, "the repeat took no seq");
+    });
+}
+
+#[test]
 fn redis_url_with_store_stops_the_start() {
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
         .args(["--redis-url", "redis://127.0.0.1:1", "--store", "/tmp/x"])

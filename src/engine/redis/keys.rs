@@ -199,7 +199,14 @@ pub(super) const ROOMS: &str = r"
 local out = {}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local tag = '{' .. room .. '}'
-  local subs = redis.call('ZCOUNT', ARGV[2] .. ':presence:' .. tag, ARGV[1], '+inf')
+  local presence = ARGV[2] .. ':presence:' .. tag
+  -- Entries of hubs that died go here (and in PRESENCE), not only expire.
+  local gone = redis.call('ZRANGEBYSCORE', presence, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+  for _, conn in ipairs(gone) do
+    redis.call('ZREM', presence, conn)
+    redis.call('HDEL', ARGV[2] .. ':members:' .. tag, conn)
+  end
+  local subs = redis.call('ZCOUNT', presence, ARGV[1], '+inf')
   local held = redis.call('XLEN', ARGV[2] .. ':history:' .. tag)
   if subs == 0 and held == 0 then
     redis.call('SREM', KEYS[1], room)

@@ -77,6 +77,13 @@ fn two_hubs_deliver_each_event_once_in_seq_order() {
         let mut on_b = b.client("?rooms=lobby").await;
         let mut on_c = c.client("").await;
         on_c.subscribe(&["lobby"]).await;
+        // A MessagePack tab gets the same events, transcoded once on its hub.
+        let mut packed = TestClient::connect_with(
+            &c.ws_url("?rooms=lobby"),
+            &[("Sec-WebSocket-Protocol", "wshub.msgpack")],
+        )
+        .await
+        .expect("a MessagePack tab");
         assert_eq!(on_a.welcome["payload"]["node"], "node-a");
         assert_eq!(on_b.welcome["payload"]["node"], "node-b");
         assert_eq!(
@@ -99,10 +106,10 @@ fn two_hubs_deliver_each_event_once_in_seq_order() {
         let reply = on_a.publish("lobby", "said", json!({"by": "a"})).await;
         assert_eq!(reply["type"], "published", "{reply}");
         assert_eq!(reply["payload"]["seq"], 31);
-        assert_eq!(reply["payload"]["recipients"], 2, "the two others");
+        assert_eq!(reply["payload"]["recipients"], 3, "the three others");
 
         let expected: Vec<u64> = (1..=31).collect();
-        for client in [&mut on_b, &mut on_c] {
+        for client in [&mut on_b, &mut on_c, &mut packed] {
             let got = events(client, 31).await;
             assert_eq!(seqs(&got), expected);
             assert_eq!(got[30]["type"], "said");
@@ -115,7 +122,7 @@ fn two_hubs_deliver_each_event_once_in_seq_order() {
         let reply = b
             .post_event(json!({"room": "lobby", "type": "tick", "payload": {}}))
             .await;
-        assert_eq!(reply.json()["recipients"], 3, "{}", reply.text());
+        assert_eq!(reply.json()["recipients"], 4, "{}", reply.text());
         assert_eq!(reply.json()["seq"], 32);
     });
 }

@@ -197,6 +197,35 @@ fn redis_restarted_empty_closes_every_connection_with_1012() {
 }
 
 #[test]
+fn redis_back_from_an_older_snapshot_ends_the_epoch() {
+    let Some(mut redis) = Redis::start("snapshot") else {
+        return;
+    };
+    smol::block_on(async {
+        let a = hub_with(&redis, "a", |_| {});
+        let b = hub_with(&redis, "b", |_| {});
+        let mut x = a.client("?rooms=r").await;
+        let old = x.welcome["payload"]["epoch"].clone();
+        for i in 1..=3 {
+            assert_eq!(publish(&b, "r", i).await, 202);
+        }
+        assert_eq!(redis.command(&["SAVE"]), "+OK");
+        for i in 4..=6 {
+            assert_eq!(publish(&b, "r", i).await, 202);
+        }
+        assert_eq!(events(&mut x, 6).await, [1, 2, 3, 4, 5, 6]);
+        // Lost since the snapshot: seqs 4 to 6 would be given again.
+        redis.stop(false);
+        redis.restart(true);
+        assert_eq!(x.expect_close().await, Closed::Code(1012));
+        let y = b.client("?rooms=r").await;
+        assert_ne!(y.welcome["payload"]["epoch"], old, "a new epoch");
+        let x = a.client("").await;
+        assert_eq!(x.welcome["payload"]["epoch"], y.welcome["payload"]["epoch"]);
+    });
+}
+
+#[test]
 fn killed_pubsub_connections_lose_and_double_no_event() {
     let Some(redis) = Redis::start("pubsub") else {
         return;

@@ -31,6 +31,13 @@ impl Keys {
         format!("{}:epoch", self.prefix)
     }
 
+    /// A counter every publish increments: a hub that saw it higher than
+    /// Redis holds after a restart knows Redis came back from an older
+    /// snapshot.
+    pub fn clock(&self) -> String {
+        format!("{}:clock", self.prefix)
+    }
+
     /// A room's seq counter (a hash, field `seq`).
     pub fn meta(&self, room: &str) -> String {
         format!("{}:meta:{{{room}}}", self.prefix)
@@ -144,11 +151,12 @@ pub(super) enum Channel<'a> {
 
 /// Sequences, keeps and publishes one room event, atomically.
 ///
-/// KEYS: epoch, meta, history, presence, idempotency key (or `""`), rooms.
+/// KEYS: epoch, meta, history, presence, idempotency key (or `""`), rooms,
+/// clock.
 /// ARGV: epoch, channel, head, tail, except, history_size, now_ms,
 /// key ttl ms, event id, correlation id, room.
-/// Returns `{"ok", seq, recipients}`, `{"epoch", current}` when the epoch
-/// is not the caller's, or `{"repeat", reply}` for a known key.
+/// Returns `{"ok", seq, recipients, clock}`, `{"epoch", current}` when the
+/// epoch is not the caller's, or `{"repeat", reply}` for a known key.
 pub(super) const PUBLISH_ROOM: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return {'epoch', current or ''} end
@@ -168,12 +176,13 @@ redis.call('PUBLISH', ARGV[2], seq .. '\n' .. ARGV[5] .. '\n' .. json)
 if KEYS[5] ~= '' then
   redis.call('SET', KEYS[5], ARGV[9] .. '\n' .. seq .. '\n' .. recipients .. '\n' .. ARGV[10], 'PX', ARGV[8])
 end
-return {'ok', seq, recipients}
+return {'ok', seq, recipients, redis.call('INCR', KEYS[7])}
 ";
 
 /// Publishes one event to a user or to everyone (no seq, no history).
 ///
-/// KEYS: epoch, the target's presence set, idempotency key (or `""`).
+/// KEYS: epoch, the target's presence set, idempotency key (or `""`),
+/// clock.
 /// ARGV: epoch, channel, json, now_ms, key ttl ms, event id,
 /// correlation id. Returns as [`PUBLISH_ROOM`] does, with seq 0.
 pub(super) const PUBLISH_OTHER: &str = r"
@@ -188,7 +197,17 @@ redis.call('PUBLISH', ARGV[2], 'e\n' .. ARGV[3])
 if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[6] .. '\n\n' .. recipients .. '\n' .. ARGV[7], 'PX', ARGV[5])
 end
-return {'ok', 0, recipients}
+return {'ok', 0, recipients, redis.call('INCR', KEYS[4])}
+";
+
+/// Replaces the epoch if it is still the caller's; returns the epoch now.
+///
+/// KEYS: epoch. ARGV: the caller's epoch, the new one.
+pub(super) const REPLACE_EPOCH: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return redis.call('GET', KEYS[1])
 ";
 
 /// Every room with subscribers or history: `{room, subscribers, seq, …}`;

@@ -151,6 +151,8 @@ pub(super) struct Worker {
     next_refresh: Instant,
     answers: Vec<Answer>,
     hub_gone: bool,
+    /// The highest publish counter this hub has seen in Redis.
+    clock: u64,
     /// Failures within the last [`QUICK_RETRY_WINDOW`].
     recent_fails: Vec<Instant>,
 }
@@ -192,6 +194,7 @@ impl Worker {
             answers: Vec::new(),
             hub_gone: false,
             recent_fails: Vec::new(),
+            clock: 0,
         }
     }
 

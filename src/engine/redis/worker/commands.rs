@@ -184,13 +184,14 @@ impl Worker {
             Topic::Room(room) => {
                 pipe.cmd("EVALSHA")
                     .arg(&self.scripts.publish_room)
-                    .arg(6)
+                    .arg(7)
                     .arg(keys.epoch())
                     .arg(keys.meta(room))
                     .arg(keys.history(room))
                     .arg(keys.presence(room))
                     .arg(key)
                     .arg(keys.rooms())
+                    .arg(keys.clock())
                     .arg(&self.epoch)
                     .arg(keys.room_channel(room))
                     .arg(publish.head.as_ref())
@@ -214,10 +215,11 @@ impl Worker {
                 };
                 pipe.cmd("EVALSHA")
                     .arg(&self.scripts.publish_other)
-                    .arg(3)
+                    .arg(4)
                     .arg(keys.epoch())
                     .arg(set)
                     .arg(key)
+                    .arg(keys.clock())
                     .arg(&self.epoch)
                     .arg(channel)
                     .arg(publish.head.as_ref())
@@ -258,6 +260,11 @@ impl Worker {
             }),
             Slot::Publish { token, room } => {
                 let reply = next();
+                if let Ok(Value::Array(items)) = &reply
+                    && let Some(clock) = items.get(3).and_then(as_u64)
+                {
+                    self.clock = self.clock.max(clock);
+                }
                 let (result, lost) = read_sequenced(reply, room);
                 self.answers.push(Answer::Sequenced { token, result });
                 return lost;

@@ -106,15 +106,18 @@ impl Worker {
             .arg(&self.settings.node)
             .ignore()
             .cmd("GET")
-            .arg(self.keys.epoch());
+            .arg(self.keys.epoch())
+            .cmd("GET")
+            .arg(self.keys.clock());
         let started = Instant::now();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let reply: Result<(Option<String>,), _> = pipe.query_async(conn).await;
+        let reply: Result<(Option<String>, Option<u64>), _> = pipe.query_async(conn).await;
         self.last_check = Instant::now();
         match reply {
-            Ok((epoch,)) => {
+            Ok((epoch, clock)) => {
+                self.clock = self.clock.max(clock.unwrap_or(0));
                 self.answers.push(Answer::Timing {
                     op: "read",
                     seconds: started.elapsed().as_secs_f64(),
@@ -209,6 +212,64 @@ impl Worker {
         }
     }
 
+    /// Whether a watched room's seq in Redis is behind what this hub has
+    /// delivered of it (Redis restarted from an older snapshot).
+    /// Or the cluster's publish counter is behind what this hub saw.
+    async fn rolled_back(&mut self, rooms: &[(String, u64)]) -> Result<bool, String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(self.keys.clock());
+        for (room, _) in rooms {
+            pipe.cmd("HGET").arg(self.keys.meta(room)).arg("seq");
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no command connection".into());
+        };
+        let mut seqs: Vec<Option<u64>> = pipe.query_async(conn).await.map_err(|e| e.to_string())?;
+        let clock = if seqs.is_empty() {
+            None
+        } else {
+            seqs.remove(0)
+        };
+        if clock.unwrap_or(0) < self.clock {
+            tracing::warn!(
+                seen = as_json(self.clock),
+                in_redis = as_json(clock.unwrap_or(0)),
+                "Redis's publish counter is behind what this hub saw: it restarted from an older snapshot"
+            );
+            return Ok(true);
+        }
+        let behind = rooms
+            .iter()
+            .zip(seqs)
+            .find(|((_, last), seq)| seq.unwrap_or(0) < *last);
+        if let Some(((room, last), seq)) = behind {
+            tracing::warn!(
+                room = as_json(room),
+                delivered = as_json(last),
+                in_redis = as_json(seq.unwrap_or(0)),
+                "Redis holds an older seq than this hub delivered: it restarted from an older snapshot"
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Mints a new epoch in place of this hub's (unless another hub did
+    /// already) and returns the cluster's epoch now.
+    async fn replace_epoch(&mut self) -> Result<String, String> {
+        let script = redis::Script::new(keys::REPLACE_EPOCH);
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no command connection".into());
+        };
+        script
+            .key(self.keys.epoch())
+            .arg(&self.epoch)
+            .arg(new_uuid())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub(super) fn new_epoch(&mut self, epoch: String) {
         tracing::warn!(
             old = as_json(&self.epoch),
@@ -216,6 +277,7 @@ impl Worker {
             "the cluster's epoch changed: its data in Redis was lost; closing every connection with 1012"
         );
         self.epoch = epoch.clone();
+        self.clock = 0;
         for last in self.rooms.values_mut() {
             *last = 0;
         }
@@ -356,13 +418,19 @@ impl Worker {
         for (component, state) in health {
             self.push_health(&component, &state);
         }
+        let rooms: Vec<(String, u64)> = self.rooms.iter().map(|(r, l)| (r.clone(), *l)).collect();
+        let epoch = if epoch == self.epoch && self.rolled_back(&rooms).await? {
+            // Redis came back from an older snapshot: seqs this hub has
+            // delivered would be given to other events. The epoch ends.
+            self.replace_epoch().await?
+        } else {
+            epoch
+        };
         if epoch != self.epoch {
             self.new_epoch(epoch);
         } else {
             // Subscribed again first: what is published from now on comes
             // through pub/sub; what came meanwhile is in the history.
-            let rooms: Vec<(String, u64)> =
-                self.rooms.iter().map(|(r, l)| (r.clone(), *l)).collect();
             for (room, last) in rooms {
                 self.fill(&room, last, None).await?;
             }

@@ -28,6 +28,16 @@ bench *ARGS:
 bench-compare:
     bench/compare.sh
 
+# One hub against two on Redis, interleaved (BENCHMARKS.md, issue 12); needs redis-server.
+bench-cluster:
+    cargo build --release --workspace
+    bench/cluster.sh
+
+# A Redis and three hubs on loopback (README, "Running several hubs"); Ctrl-C stops them.
+cluster *ARGS:
+    cargo build --release
+    examples/cluster.sh {{ARGS}}
+
 # Hostile peers against the hub, RSS and files measured (docs/limits.md); `just attack ping-flood` for one.
 attack *KINDS:
     bench/attack.sh {{KINDS}}

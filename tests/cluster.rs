@@ -76,7 +76,11 @@ fn two_hubs_deliver_each_event_once_in_seq_order() {
         let mut on_a = a.client("?rooms=lobby").await;
         let mut on_b = b.client("?rooms=lobby").await;
         let mut on_c = c.client("").await;
-        on_c.subscribe(&["lobby"]).await;
+        // A room named twice is one room.
+        let reply = on_c
+            .request(json!({"type": "subscribe", "rooms": ["lobby", "lobby"]}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
         // A MessagePack tab gets the same events, transcoded once on its hub.
         let mut packed = TestClient::connect_with(
             &c.ws_url("?rooms=lobby"),

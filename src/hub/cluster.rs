@@ -200,7 +200,10 @@ impl Hub {
     /// Puts `waiter` aside until every one of `topics` is watched, asking
     /// the engine for those not watched yet; runs it at once if none is
     /// missing.
-    fn wait_for(&mut self, topics: Vec<Topic>, waiter: Waiter) {
+    fn wait_for(&mut self, mut topics: Vec<Topic>, waiter: Waiter) {
+        // A room named twice is waited for once.
+        let mut seen = std::collections::HashSet::new();
+        topics.retain(|t| seen.insert(t.clone()));
         let token = self.cluster.token();
         let mut outstanding = 0;
         for topic in &topics {

@@ -180,6 +180,12 @@ fn redis_restarted_empty_closes_every_connection_with_1012() {
         redis.restart(false);
         assert_eq!(x.expect_close().await, Closed::Code(1012));
         assert_eq!(y.expect_close().await, Closed::Code(1012));
+        for hub in [&a, &b] {
+            eventually("engine ok again", || async {
+                engine_status(hub).await == "ok"
+            })
+            .await;
+        }
 
         // Clients come back and learn the new epoch; seqs start again.
         let mut x = a.client("?rooms=r").await;
@@ -218,6 +224,12 @@ fn redis_back_from_an_older_snapshot_ends_the_epoch() {
         redis.stop(false);
         redis.restart(true);
         assert_eq!(x.expect_close().await, Closed::Code(1012));
+        for hub in [&a, &b] {
+            eventually("engine ok again", || async {
+                engine_status(hub).await == "ok"
+            })
+            .await;
+        }
         let y = b.client("?rooms=r").await;
         assert_ne!(y.welcome["payload"]["epoch"], old, "a new epoch");
         let x = a.client("").await;

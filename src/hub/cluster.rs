@@ -186,6 +186,18 @@ impl Hub {
         {
             return Ok(Some(sub));
         }
+        // A watch is ready exactly while its room is in the table; should
+        // the two ever disagree, the room is watched again rather than
+        // waited for forever.
+        for room in &sub.rooms {
+            if !self.rooms.contains_key(room.as_str())
+                && let Some(watch) = self.cluster.watches.get_mut(&Topic::Room(room.clone()))
+                && watch.ready
+            {
+                watch.ready = false;
+                watch.asked = false;
+            }
+        }
         let topics = sub.rooms.iter().map(|r| Topic::Room(r.clone())).collect();
         let waiter = Waiter::Subscribe {
             conn,
@@ -257,7 +269,7 @@ impl Hub {
                 && !self.rooms.contains_key(name.as_str())
             {
                 self.rooms
-                    .insert(name.as_str().into(), Room::recovered(*last, *oldest));
+                    .insert(name.as_str().into(), Room::watched(*last, *oldest));
             }
         }
         let done: Vec<u64> = self

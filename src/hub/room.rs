@@ -70,6 +70,9 @@ pub(crate) struct Room {
     /// With a store: the oldest seq the store holds (`last_seq + 1` when it
     /// holds none). `None`: the ring is all there is.
     stored_from: Option<u64>,
+    /// In a cluster: the hub watches it, and only letting go of the watch
+    /// takes it out of the table (never idleness).
+    watched: bool,
 }
 
 impl Room {
@@ -188,6 +191,15 @@ impl Room {
             reserved: last_seq,
             stored_from: Some(oldest_seq),
             ..Self::default()
+        }
+    }
+
+    /// A cluster's room as Redis holds it, from `oldest_seq` to
+    /// `last_seq`, watched by this hub.
+    pub fn watched(last_seq: u64, oldest_seq: u64) -> Self {
+        Self {
+            watched: true,
+            ..Self::recovered(last_seq, oldest_seq)
         }
     }
 
@@ -313,7 +325,8 @@ impl Room {
     /// Whether the room has neither members nor history (in memory or in
     /// the store) nor appends in flight, and can be dropped.
     pub fn is_idle(&self) -> bool {
-        self.members.is_empty()
+        !self.watched
+            && self.members.is_empty()
             && self.history.is_empty()
             && self.in_flight == 0
             && self.stored_from.is_none_or(|from| from > self.last_seq)

@@ -256,8 +256,7 @@ impl Hub {
         let names: Vec<String> = self.rooms.keys().map(|n| n.to_string()).collect();
         for name in names {
             self.history.forget_room(&mut self.rooms, &name);
-            self.rooms
-                .insert(name.as_str().into(), Room::recovered(0, 1));
+            self.rooms.insert(name.as_str().into(), Room::watched(0, 1));
         }
     }
 }

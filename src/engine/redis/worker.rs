@@ -205,7 +205,9 @@ impl Worker {
     /// Serves the hub's requests until it drops its end of `requests`.
     pub async fn run(mut self, requests: Receiver<Request>) {
         let incoming = self.incoming_rx.clone();
-        let mut next_tick = Instant::now();
+        // One timer, moved on after each tick: a timer made per wake costs
+        // the reactor a timer update each time.
+        let mut timer = smol::Timer::at(Instant::now());
         loop {
             let wake = async { requests.recv().await.map_or(Wake::Closed, Wake::Request) }
                 .or(async {
@@ -216,7 +218,7 @@ impl Worker {
                     }
                 })
                 .or(async {
-                    smol::Timer::at(next_tick).await;
+                    (&mut timer).await;
                     Wake::Tick
                 })
                 .await;
@@ -240,7 +242,7 @@ impl Worker {
                 }
                 Wake::Tick => {
                     self.tick().await;
-                    next_tick = Instant::now() + TICK;
+                    timer.set_at(Instant::now() + TICK);
                 }
             }
             if !self.live() && Instant::now() >= self.next_retry {

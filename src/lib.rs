@@ -41,6 +41,9 @@
 //!   reached only through commands on an async channel.
 //! - `outlet`: the hub's end of a connection (written at once to an idle
 //!   socket, queued for the writer otherwise).
+//! - `engine`: what must be remembered (epoch, seqs, history, idempotency
+//!   keys), behind one trait: the hub's memory, the embedded store, or
+//!   Redis, which joins several hubs into one cluster.
 //! - [`protocol`]: wire types, the client-message decoder, the encoder and
 //!   frame builders.
 //! - [`config`] (every setting, declared once), [`auth`] (JWT, room

@@ -337,3 +337,18 @@ fn redis_url_with_store_stops_the_start() {
     assert_eq!(status.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&status.stderr).contains("redis_url"));
 }
+
+#[test]
+fn an_unreachable_redis_stops_the_start() {
+    let port = redis_server::free_port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--redis-url", &format!("redis://127.0.0.1:{port}")])
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run wshub");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("redis_url"), "{stderr}");
+}

@@ -140,6 +140,13 @@ fn bad_values_name_the_setting() {
         ("max_history_bytes", "0"),
         ("max_rooms_per_connection", "0"),
         ("max_rooms_per_connection", "many"),
+        ("redis_url", "http://127.0.0.1:6379"),
+        ("redis_url", "redis+unix://relative/path"),
+        ("redis_url", "redis://"),
+        ("redis_prefix", "a{b}"),
+        ("redis_prefix", ""),
+        ("node_id", "two words"),
+        ("node_id", ""),
     ];
     for (name, value) in cases {
         let e = Config::load(&flags(&[(name, value)]), |_| None).unwrap_err();
@@ -218,4 +225,34 @@ fn log_levels_parse() {
     assert_eq!("warn".parse::<LogLevel>(), Ok(LogLevel::Warn));
     assert_eq!("DEBUG".parse::<LogLevel>(), Ok(LogLevel::Debug));
     assert!("loud".parse::<LogLevel>().is_err());
+}
+
+#[test]
+fn redis_settings_load_and_exclude_the_store() {
+    let c = Config::load(
+        &flags(&[
+            ("redis_url", "redis://user:pw@127.0.0.1:6380/2"),
+            ("node_id", "hub-1.eu:a"),
+        ]),
+        |n| (n == "WSHUB_REDIS_PREFIX").then(|| "app:wshub".to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        c.redis_url.as_deref(),
+        Some("redis://user:pw@127.0.0.1:6380/2")
+    );
+    assert_eq!(c.redis_prefix, "app:wshub");
+    assert_eq!(c.node_id.as_deref(), Some("hub-1.eu:a"));
+    let c = Config::load(
+        &flags(&[("redis_url", "redis+unix:///run/redis.sock")]),
+        |_| None,
+    )
+    .unwrap();
+    assert!(c.store.is_none());
+    let both = Config::load(
+        &flags(&[("redis_url", "redis://127.0.0.1"), ("store", "/tmp/s")]),
+        |_| None,
+    )
+    .and_then(|c| c.validate());
+    assert_eq!(both.unwrap_err().setting, "redis_url");
 }

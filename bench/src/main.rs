@@ -96,7 +96,8 @@ struct Options {
     /// Give the wshub the bench starts this `store` directory (a fresh one per run is best)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "hub_cmd"])]
     store: Option<std::path::PathBuf>,
-    /// Subscriber connections, all in one room [default: 1000; 300 with --smoke]
+    /// Subscriber connections, all in one room; 0 with --flood measures the
+    /// publish path alone [default: 1000; 300 with --smoke]
     #[arg(long, short = 'n', value_name = "N")]
     subscribers: Option<usize>,
     /// Subscriber threads in the bench [default: 1]
@@ -230,8 +231,12 @@ impl Plan {
         let subscribers = args.subscribers.unwrap_or(if smoke { 300 } else { 1000 });
         let publishes = args.publishes.unwrap_or(if smoke { 50 } else { 100 });
         let rate = args.rate.unwrap_or(if smoke { 50.0 } else { 20.0 });
-        if subscribers == 0 || publishes == 0 {
-            return Err("--subscribers and --publishes must be at least 1".into());
+        if publishes == 0 {
+            return Err("--publishes must be at least 1".into());
+        }
+        if subscribers == 0 && !(args.flood || smoke) {
+            // Nothing would be measured but the publishes' replies.
+            return Err("--subscribers 0 needs --flood (publish throughput alone)".into());
         }
         if !(rate.is_finite() && rate > 0.0) {
             return Err("--rate must be a positive number".into());
@@ -387,6 +392,10 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused() {
         assert!(plan(&["-n", "0"]).is_err());
+        assert!(
+            plan(&["-n", "0", "--flood"]).is_ok(),
+            "publish throughput alone"
+        );
         assert!(plan(&["--rate", "0"]).is_err());
         assert!(plan(&["--room", "a b"]).is_err());
         assert!(plan(&["--drain-timeout", "soon"]).is_err());

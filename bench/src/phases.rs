@@ -106,7 +106,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     };
     let mut latency = None;
     let mut flood = None;
-    if connected > 0 {
+    if connected > 0 || plan.subscribers == 0 {
         progress(
             plan,
             &format!(

@@ -29,6 +29,8 @@ use crate::shutdown;
 
 /// Pending connections the kernel may hold for the accept loop.
 const LISTEN_BACKLOG: i32 = 4096;
+/// How long a stopping hub waits for its engine to leave the cluster.
+const ENGINE_GOODBYE: Duration = Duration::from_secs(2);
 /// Pause after an accept error such as running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -46,7 +48,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         .clone()
         .unwrap_or_else(|| new_uuid()[..8].to_string())
         .into();
-    let engine = open_engine(&config, &hub, &node)?;
+    let (engine, engine_answers) = open_engine(&config, &hub, &node)?;
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
     let epoch: Arc<str> = engine.epoch().into();
@@ -97,6 +99,7 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
                     stdio,
                     router,
                     node: thread_node,
+                    engine_answers,
                 },
             );
             drop(stopped_tx);
@@ -114,7 +117,13 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
 /// The engine `config` asks for: Redis at `redis_url`, the store in
 /// `store`, or memory. A store that cannot be opened, or a Redis that
 /// cannot be reached, is a bad setting (exit 2 in the binary).
-fn open_engine(config: &Config, hub: &HubClient, node: &str) -> Result<Box<dyn Engine>, Error> {
+/// An engine on the hub thread also gives the channel of its answers.
+type Opened = (
+    Box<dyn Engine>,
+    Option<Receiver<Vec<crate::engine::Answer>>>,
+);
+
+fn open_engine(config: &Config, hub: &HubClient, node: &str) -> Result<Opened, Error> {
     if let Some(url) = &config.redis_url {
         let settings = RedisSettings {
             url: url.clone(),
@@ -125,12 +134,17 @@ fn open_engine(config: &Config, hub: &HubClient, node: &str) -> Result<Box<dyn E
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: config.heartbeat_interval,
         };
-        let redis = Redis::open(settings, hub.engine_sink())
+        // The Redis task runs on the hub thread, so it must never wait on
+        // the hub's queue: its answers go through an unbounded channel
+        // that a task of the hub thread forwards (`forward_engine`).
+        let (answers_tx, answers) = async_channel::unbounded();
+        let sink: crate::engine::Sink = Box::new(move |batch| answers_tx.try_send(batch).is_ok());
+        let redis = Redis::open(settings, sink)
             .map_err(|message| ConfigError::new("redis_url", message))?;
-        return Ok(Box::new(redis));
+        return Ok((Box::new(redis), Some(answers)));
     }
     let Some(dir) = &config.store else {
-        return Ok(Box::new(Memory::new()));
+        return Ok((Box::new(Memory::new()), None));
     };
     let limits = StoreLimits {
         history_size: config.history_size,
@@ -138,7 +152,7 @@ fn open_engine(config: &Config, hub: &HubClient, node: &str) -> Result<Box<dyn E
     };
     let store = Store::open(dir, limits, hub.engine_sink())
         .map_err(|message| ConfigError::new("store", message))?;
-    Ok(Box::new(store))
+    Ok((Box::new(store), None))
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -166,6 +180,8 @@ struct Extras {
     router: Option<Receiver<StdioRouted>>,
     /// This hub's node name (`node_id`, or random per start).
     node: Arc<str>,
+    /// The answers of an engine that runs on the hub thread.
+    engine_answers: Option<Receiver<Vec<crate::engine::Answer>>>,
 }
 
 /// The hub thread: one executor running the hub task, the accept loop and
@@ -173,7 +189,7 @@ struct Extras {
 fn run(
     listener: std::net::TcpListener,
     config: Config,
-    engine: Box<dyn Engine>,
+    mut engine: Box<dyn Engine>,
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
     extras: Extras,
@@ -184,6 +200,7 @@ fn run(
         stdio,
         router,
         node,
+        engine_answers,
     } = extras;
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
@@ -233,7 +250,24 @@ fn run(
             me: hub.downgrade(),
             node,
         };
+        if let Some(answers) = engine_answers {
+            spawner.spawn(forward_engine(answers, hub.downgrade()));
+        }
+        let engine_done = {
+            let spawner = spawner.clone();
+            let spawn: crate::engine::Spawn = Rc::new(move |task| spawner.spawn(task));
+            engine.start(spawn)
+        };
         Hub::new(config, engine, parts).run(commands).await;
+        if let Some(done) = engine_done {
+            // The engine takes this hub's connections out of the cluster.
+            let _ = async { done.recv().await.is_err() }
+                .or(async {
+                    smol::Timer::after(ENGINE_GOODBYE).await;
+                    false
+                })
+                .await;
+        }
         trigger.fire();
         // Every connection has been sent a close frame; give their closing
         // handshakes until the grace period ends, or a second signal. The
@@ -256,6 +290,20 @@ fn run(
     // Dropping the executor cancels what is left: the accept loop and any
     // connection that outlived the grace period.
     drop(executor);
+}
+
+/// Hands an engine's answers to the hub, waiting while its queue is full
+/// (on the hub thread, so the hub drains it meanwhile); ends with either.
+async fn forward_engine(
+    answers: Receiver<Vec<crate::engine::Answer>>,
+    hub: async_channel::WeakSender<crate::hub::Command>,
+) {
+    while let Ok(batch) = answers.recv().await {
+        let Some(tx) = hub.upgrade() else { return };
+        if tx.send(crate::hub::Command::Engine(batch)).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn accept_loop(listener: Async<std::net::TcpListener>, ctx: Rc<Context>) {

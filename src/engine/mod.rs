@@ -18,6 +18,9 @@ pub(crate) mod store;
 mod sqlite;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,10 @@ use crate::protocol::{Published, new_uuid};
 /// How an engine answers the hub later: each call hands over one batch of
 /// answers and says whether the hub is still there to take it.
 pub(crate) type Sink = Box<dyn Fn(Vec<Answer>) -> bool + Send>;
+
+/// Runs a task on the hub thread's executor (an engine whose work is
+/// asynchronous I/O runs there, [`Engine::start`]).
+pub(crate) type Spawn = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
 
 /// What the hub must remember, and the questions it asks about it.
 ///
@@ -85,6 +92,14 @@ pub(crate) trait Engine: fmt::Debug + Send {
     /// Asks for room `room`'s events after seq `after` (every one held),
     /// answered as [`Answer::Read`] with `token`.
     fn read(&mut self, token: u64, room: &str, after: u64) -> Progress;
+
+    /// Starts what the engine runs on the hub thread's executor, once,
+    /// before the hub serves; `Some` is closed once it has finished after
+    /// the hub let the engine go (the server waits a little for it).
+    fn start(&mut self, spawn: Spawn) -> Option<async_channel::Receiver<()>> {
+        let _ = spawn;
+        None
+    }
 
     /// Whether the engine is a cluster's (Redis): it, not the hub, gives
     /// room events their seq, and every event reaches the hub's

@@ -4,26 +4,25 @@
 //! hubs whose connections need it; the hub task only delivers what this
 //! engine hands it, in seq order, each once.
 //!
-//! The engine is a task on smol's global executor, off the hub thread:
-//! the hub queues requests on a channel and goes on, so a slow or absent
-//! Redis never stalls the hub thread. The `redis` crate drives its
-//! connections with tasks on that same executor, so the engine's task and
-//! the connections it talks to share one thread (one wake-up less per
-//! request than a thread of its own, measured in BENCHMARKS.md). The task
-//! ([`worker`]) owns two connections, one for commands (requests queued
+//! The engine is a task on the hub thread's executor ([`Engine::start`]),
+//! doing only asynchronous I/O: the hub queues requests on a channel and
+//! goes on, and a slow or absent Redis leaves the task waiting, never the
+//! hub. Its sockets are smol's and the `redis` crate's connection drivers
+//! run on the same executor ([`worker`]'s `io`), so no request, answer or
+//! message crosses a thread (BENCHMARKS.md has what the crossing cost).
+//! The task owns two connections, one for commands (requests queued
 //! together go out as one pipeline, publishes as one Lua script each, see
-//! [`keys`]) and one for pub/sub, and answers through the hub's [`Sink`].
+//! [`keys`]) and one for pub/sub (RESP3 pushes), and answers through the
+//! [`Sink`] it was given.
 
 mod keys;
 mod worker;
 
 use std::time::Duration;
 
-use futures_lite::FutureExt;
-
 use async_channel::Sender;
 
-use super::{Append, Ask, Engine, EngineError, Progress, Recovered, Sink};
+use super::{Append, Ask, Engine, EngineError, Progress, Recovered, Sink, Spawn};
 use keys::Keys;
 
 /// What the Redis engine needs from the config.
@@ -61,11 +60,30 @@ enum Request {
 pub(crate) struct Redis {
     epoch: String,
     requests: Option<Sender<Request>>,
-    task: Option<smol::Task<()>>,
+    /// What the task starts from, until [`Engine::start`] runs it.
+    pending: Option<Pending>,
 }
 
-/// How long a stopping hub waits for the engine's goodbye to Redis.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// What the Redis task is made of, kept (and sent to the hub thread) until
+/// it starts there.
+struct Pending {
+    client: redis::Client,
+    keys: Keys,
+    settings: RedisSettings,
+    epoch: String,
+    sink: Sink,
+    requests: async_channel::Receiver<Request>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("settings", &self.settings)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How long the start waits for Redis before giving up (exit 2).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -91,12 +109,18 @@ impl Redis {
             "joined the Redis cluster"
         );
         let (requests, incoming) = async_channel::unbounded();
-        let worker = worker::Worker::new(client, keys, settings, epoch.clone(), sink);
-        let task = smol::spawn(worker.run(incoming));
+        let pending = Pending {
+            client,
+            keys,
+            settings,
+            epoch: epoch.clone(),
+            sink,
+            requests: incoming,
+        };
         Ok(Self {
             epoch,
             requests: Some(requests),
-            task: Some(task),
+            pending: Some(pending),
         })
     }
 
@@ -144,6 +168,25 @@ impl Engine for Redis {
         })
     }
 
+    fn start(&mut self, spawn: Spawn) -> Option<async_channel::Receiver<()>> {
+        let Pending {
+            client,
+            keys,
+            settings,
+            epoch,
+            sink,
+            requests,
+        } = self.pending.take()?;
+        let (done_tx, done) = async_channel::bounded::<()>(1);
+        let worker = worker::Worker::new(client, keys, settings, epoch, sink, spawn.clone());
+        let run = worker.run(requests);
+        spawn(Box::pin(async move {
+            run.await;
+            drop(done_tx);
+        }));
+        Some(done)
+    }
+
     fn is_cluster(&self) -> bool {
         true
     }
@@ -155,15 +198,9 @@ impl Engine for Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        // Closing the channel ends the task, which first takes this hub's
-        // connections out of the cluster's presence (bounded). The hub
-        // thread drops the engine after its drain, so waiting here holds
-        // up nothing but the exit.
+        // Closing the channel ends the task, once it has taken this hub's
+        // connections out of the cluster's presence; the server waits for
+        // that a little (`start`'s receiver).
         self.requests = None;
-        if let Some(task) = self.task.take() {
-            smol::block_on(task.or(async {
-                smol::Timer::after(SHUTDOWN_WAIT).await;
-            }));
-        }
     }
 }

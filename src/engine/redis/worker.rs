@@ -16,11 +16,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
-use futures_lite::{FutureExt, StreamExt};
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use futures_lite::FutureExt;
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 mod commands;
+mod io;
 mod link;
 mod replies;
 
@@ -126,9 +127,10 @@ pub(super) struct Worker {
     sink: Sink,
     scripts: Scripts,
     conn: Option<MultiplexedConnection>,
-    pubsub: Option<PubSubSink>,
-    /// Reads the pub/sub connection; dropping it stops the reading.
-    reader: Option<smol::Task<()>>,
+    /// The pub/sub connection (RESP3: messages come as pushes).
+    pubsub: Option<MultiplexedConnection>,
+    /// Where connections' drivers run: the executor the task runs on.
+    spawn: crate::engine::Spawn,
     generation: u64,
     incoming_tx: async_channel::Sender<Incoming>,
     incoming_rx: Receiver<Incoming>,
@@ -164,6 +166,7 @@ impl Worker {
         settings: RedisSettings,
         epoch: String,
         sink: Sink,
+        spawn: crate::engine::Spawn,
     ) -> Self {
         let (incoming_tx, incoming_rx) = async_channel::unbounded();
         let now = Instant::now();
@@ -176,7 +179,7 @@ impl Worker {
             scripts: Scripts::new(),
             conn: None,
             pubsub: None,
-            reader: None,
+            spawn,
             generation: 0,
             incoming_tx,
             incoming_rx,

@@ -3,6 +3,8 @@
 //! self-check, announcement and presence refresh, failure and the
 //! declaration that Redis is down, and the goodbye at shutdown.
 
+use redis::PushInfo;
+
 use super::replies::user_json;
 use super::*;
 
@@ -287,10 +289,12 @@ impl Worker {
     /// Drops both connections after a failure; requests of `batch` are
     /// held for the reconnect, which is tried at once.
     pub(super) fn fail(&mut self, why: &str, batch: Vec<Request>) {
-        tracing::warn!(error = as_json(why), "lost Redis; reconnecting");
+        let already = !self.live();
+        if !already {
+            tracing::warn!(error = as_json(why), "lost Redis; reconnecting");
+        }
         self.conn = None;
         self.pubsub = None;
-        self.reader = None;
         self.subscribed.clear();
         self.check = None;
         // The batch's publishes may have run (a timeout says nothing of
@@ -307,6 +311,10 @@ impl Worker {
         }
         held.append(&mut self.held);
         self.held = held;
+        if already {
+            // The same loss seen twice (the push and the driver's end).
+            return;
+        }
         let now = Instant::now();
         self.recent_fails
             .retain(|at| now.duration_since(*at) < QUICK_RETRY_WINDOW);
@@ -356,7 +364,6 @@ impl Worker {
             Err(e) => {
                 self.conn = None;
                 self.pubsub = None;
-                self.reader = None;
                 self.subscribed.clear();
                 self.next_retry = Instant::now() + RETRY_INTERVAL;
                 self.declare_down(&e);
@@ -365,7 +372,13 @@ impl Worker {
     }
 
     pub(super) async fn try_connect(&mut self) -> Result<(), String> {
-        let mut conn = timeout(RESPONSE_TIMEOUT, connect(&self.client)).await?;
+        let spawn = self.spawn.clone();
+        let no_push = None::<fn(PushInfo) -> Result<(), ()>>;
+        let mut conn = timeout(
+            RESPONSE_TIMEOUT,
+            io::open(&self.client, &spawn, no_push, || {}, RESPONSE_TIMEOUT),
+        )
+        .await?;
         let mut load = redis::pipe();
         for src in [
             keys::PUBLISH_ROOM,
@@ -383,34 +396,48 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?;
         let epoch = ensure_epoch(&mut conn, &self.keys).await?;
-        let client = self.client.clone();
-        let pubsub = timeout(RESPONSE_TIMEOUT, async move {
-            client.get_async_pubsub().await.map_err(|e| e.to_string())
-        })
-        .await?;
-        let (sink, mut stream) = pubsub.split();
         self.generation += 1;
         let generation = self.generation;
         let tx = self.incoming_tx.clone();
+        let ended = self.incoming_tx.clone();
         let mute = mute_after().filter(|_| generation == 1);
-        self.reader = Some(smol::spawn(async move {
-            let mut handed = 0u64;
-            while let Some(message) = stream.next().await {
-                if mute.is_some_and(|after| handed >= after) {
-                    continue; // the fault hook: read, hand nothing over
+        let handed = std::sync::atomic::AtomicU64::new(0);
+        // Called by the connection's driver for every push, on this thread.
+        let push = move |info: PushInfo| -> Result<(), ()> {
+            let incoming = match info.kind {
+                redis::PushKind::Message => {
+                    let seen = handed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if mute.is_some_and(|after| seen >= after) {
+                        return Ok(()); // the fault hook: read, hand nothing over
+                    }
+                    let mut data = info.data.into_iter();
+                    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                        (data.next(), data.next())
+                    else {
+                        return Ok(());
+                    };
+                    Incoming::Message {
+                        generation,
+                        channel: String::from_utf8_lossy(&channel).into_owned(),
+                        payload,
+                    }
                 }
-                handed += 1;
-                let incoming = Incoming::Message {
-                    generation,
-                    channel: message.get_channel_name().to_string(),
-                    payload: message.get_payload_bytes().to_vec(),
-                };
-                if tx.send(incoming).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Incoming::Closed { generation }).await;
-        }));
+                redis::PushKind::Disconnection => Incoming::Closed { generation },
+                _ => return Ok(()),
+            };
+            tx.try_send(incoming).map_err(|_| ())
+        };
+        let sink = timeout(
+            RESPONSE_TIMEOUT,
+            io::open(
+                &self.client,
+                &spawn,
+                Some(push),
+                move || drop(ended.try_send(Incoming::Closed { generation })),
+                RESPONSE_TIMEOUT,
+            ),
+        )
+        .await?;
         self.conn = Some(conn);
         self.pubsub = Some(sink);
         self.subscribed.clear();

@@ -9,8 +9,8 @@
 # Each round runs, in this order: (a) one hub, SUBSCRIBERS subscribers in
 # one room, PUBLISHES publishes at RATE/s; (b) HUBS hubs on Redis with the
 # same subscribers spread over them; (c) one hub, PUBLISHERS publishers
-# flooding one room for FLOOD_TIME with one subscriber; (d) the same
-# against the cluster (one subscriber per hub). Every report is kept as
+# flooding one room for FLOOD_TIME with no subscriber; (d) the same
+# against the cluster. Every report is kept as
 # JSON in OUT. Needs redis-server, cargo and python3; loopback only, every
 # run bounded by the bench's own limits.
 set -euo pipefail
@@ -52,10 +52,10 @@ for run in $(seq "$RUNS"); do
     "$BENCH" "${CLUSTER[@]}" -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE" --json \
         >"$OUT/cluster-latency-$run.json" || say "round $run: cluster-latency FAILED (kept in $OUT/cluster-latency-$run.json)"
     say "round $run: one hub, flood"
-    "$BENCH" -n 1 --publishes 10 --publishers "$PUBLISHERS" --flood --flood-time "$FLOOD_TIME" \
+    "$BENCH" -n 0 --publishes 10 --publishers "$PUBLISHERS" --flood --flood-time "$FLOOD_TIME" \
         --flood-publishes 1000000 --json >"$OUT/single-flood-$run.json" || say "round $run: single-flood FAILED (kept in $OUT/single-flood-$run.json)"
     say "round $run: $HUBS hubs on Redis, flood"
-    "$BENCH" "${CLUSTER[@]}" -n "$HUBS" --publishes 10 --publishers "$PUBLISHERS" --flood \
+    "$BENCH" "${CLUSTER[@]}" -n 0 --publishes 10 --publishers "$PUBLISHERS" --flood \
         --flood-time "$FLOOD_TIME" --flood-publishes 1000000 --json >"$OUT/cluster-flood-$run.json" || say "round $run: cluster-flood FAILED (kept in $OUT/cluster-flood-$run.json)"
 done
 
@@ -82,10 +82,13 @@ for kind in ["single-latency", "cluster-latency", "single-flood", "cluster-flood
         "redis_us_per_delivery": med([(l.get("cpu") or {}).get("redis_us_per_delivery") for l in lat]),
         "flood_per_s": med([f.get("publishes_per_s") for f in fl]),
         "flood_server_us_per_publish": med([
-            ((f.get("cpu") or {}).get("server_us_per_delivery") or 0) * (f.get("deliveries") or 0) / max((f.get("publish") or {}).get("accepted") or 1, 1)
+            ((f.get("cpu") or {}).get("server_ms") or 0) * 1000 / max((f.get("publish") or {}).get("accepted") or 1, 1)
             for f in fl]),
         "flood_redis_us_per_publish": med([
-            ((f.get("cpu") or {}).get("redis_us_per_delivery") or 0) * (f.get("deliveries") or 0) / max((f.get("publish") or {}).get("accepted") or 1, 1)
+            ((f.get("cpu") or {}).get("redis_ms") or 0) * 1000 / max((f.get("publish") or {}).get("accepted") or 1, 1)
+            for f in fl]),
+        "flood_bench_us_per_publish": med([
+            ((f.get("cpu") or {}).get("bench_ms") or 0) * 1000 / max((f.get("publish") or {}).get("accepted") or 1, 1)
             for f in fl]),
     }
 print(json.dumps(rows, indent=2))

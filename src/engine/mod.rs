@@ -63,7 +63,8 @@ pub(crate) type Spawn = Rc<dyn Fn(Pin<Box<dyn Future<Output = ()>>>)>;
 ///   reports `up` again when a write succeeds.
 /// - **The hub thread never waits.** Every method returns at once: the
 ///   memory engine works in place, the store queues to its own thread and
-///   answers through its [`Sink`].
+///   answers through its [`Sink`], Redis queues to a task that only waits
+///   on sockets (on the hub thread's executor, [`Engine::start`]).
 /// - **Bounds.** An engine holds at most `history_size` events per room,
 ///   none older than `history_ttl`, idempotency keys for their five
 ///   minutes (100,000 at most); a room with no events left keeps only its

@@ -55,7 +55,7 @@ enum Request {
     Ask(Ask),
 }
 
-/// The Redis engine: a handle on its thread.
+/// The Redis engine: a handle on its task.
 #[derive(Debug)]
 pub(crate) struct Redis {
     epoch: String,
@@ -89,8 +89,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Redis {
     /// Connects to Redis, reads the cluster's epoch (minting it if the
-    /// cluster has none), and starts the engine's thread, which answers
-    /// through `sink`.
+    /// cluster has none), and makes the engine's task, which
+    /// [`Engine::start`] runs on the hub thread and which answers through
+    /// `sink`.
     ///
     /// Fails when the URL is not one Redis takes or Redis cannot be reached.
     pub fn open(settings: RedisSettings, sink: Sink) -> Result<Self, String> {

@@ -8,7 +8,7 @@
 //! once; a gap is filled from the shared history), or a tick (the
 //! delivery self-check through this node's own channel, the node's
 //! announcement, the presence refresh, the epoch). A failure drops both
-//! connections; the thread reconnects, subscribes again and recovers each
+//! connections; the task reconnects, subscribes again and recovers each
 //! watched room from the shared history before it answers anything new.
 
 use std::collections::{HashMap, HashSet};
@@ -40,7 +40,7 @@ use crate::protocol::{Published, new_uuid};
 
 /// A Redis command that has not answered by then counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the thread looks at its connections and its self-check.
+/// How often the task looks at its connections and its self-check.
 const TICK: Duration = Duration::from_millis(250);
 /// A self-check that has not come back by then marks the path broken.
 const ECHO_DEADLINE: Duration = Duration::from_secs(3);
@@ -63,7 +63,7 @@ const QUICK_RETRIES: usize = 5;
 const MAX_ANSWERS: usize = 64;
 /// Requests one pipeline takes at most.
 const MAX_BATCH: usize = 4096;
-/// Time the thread gives itself at shutdown to take its connections out
+/// Time the task gives itself at shutdown to take its connections out
 /// of the cluster's presence.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -85,11 +85,14 @@ pub use server::{Handle, serve};
 /// Fuzzing entry points: the parsers and checks that take untrusted bytes.
 ///
 /// A whole `/ws` request is [`parse_head`](fuzzing::parse_head) then
-/// [`check_upgrade`](fuzzing::check_upgrade), which needs no running hub.
+/// [`check_upgrade`](fuzzing::check_upgrade), and a whole `/sse` request
+/// `parse_head` then [`check_stream`](fuzzing::check_stream); neither needs
+/// a running hub.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::auth::{sign as sign_token, verify as verify_token};
     pub use crate::connection::FrameDecoder;
-    pub use crate::http::{Accepted, check_upgrade, parse_head};
+    pub use crate::http::{Accepted, StreamRequest, check_stream, check_upgrade, parse_head};
+    pub use crate::protocol::sse::Cursor;
     pub use crate::protocol::{Encoding, decode, is_valid_room};
 }

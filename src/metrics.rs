@@ -119,7 +119,7 @@ impl Default for Metrics {
             messages_out: 0,
             messages_dropped: 0,
             events_published: 0,
-            event_encodings: [("wshub.json", 0), ("wshub.msgpack", 0)].into(),
+            event_encodings: [("wshub.json", 0), ("wshub.msgpack", 0), ("sse", 0)].into(),
             handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
@@ -156,6 +156,12 @@ impl Metrics {
                 *self.event_encodings.entry(protocol).or_default() += 1;
             }
         }
+    }
+
+    /// Counts an event given its SSE form (`data:` line, and the `id:` line
+    /// of its room).
+    pub fn encoded_sse(&mut self) {
+        *self.event_encodings.entry("sse").or_default() += 1;
     }
 
     /// Counts a refused upgrade.
@@ -215,7 +221,7 @@ impl Metrics {
         labelled(
             &mut out,
             "wshub_event_encodings_total",
-            "Events serialised, by subprotocol (once per event, not per recipient).",
+            "Events serialised, by subprotocol or `sse` (once per event, not per recipient).",
             "protocol",
             self.event_encodings.iter().map(|(k, v)| (*k, *v)),
         );

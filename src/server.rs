@@ -127,6 +127,7 @@ fn run(
             config: config.clone(),
             spawner: spawner.clone(),
             shutdown,
+            epoch: epoch.as_str().into(),
         });
         let addr = listener.get_ref().local_addr().ok();
         spawner.spawn(accept_loop(listener, ctx));

@@ -176,11 +176,12 @@ impl Client {
     /// Sends `message` in the connection's encoding.
     pub async fn send(&mut self, message: &Value) -> Result<(), ClientError> {
         let frame = match self.encoding {
-            Encoding::Json => Message::text(message.to_string()),
             Encoding::MsgPack => Message::binary(
                 rmp_serde::to_vec_named(message)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?,
             ),
+            // A WebSocket client is never `Sse` (no subprotocol names it).
+            Encoding::Json | Encoding::Sse => Message::text(message.to_string()),
         };
         self.send_frame(frame).await
     }

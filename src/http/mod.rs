@@ -1,7 +1,8 @@
 //! Plain HTTP/1.1 on the hub's one port (PROTOCOL.md section 1): each
 //! accepted socket reads request heads under the size and time bounds,
 //! checks `Host` and `Origin` (section 11), answers routes with keep-alive,
-//! and hands `/ws` upgrades to [`upgrade`].
+//! hands `/ws` upgrades to [`upgrade`] and `/sse` streams to [`sse`], both
+//! admitted by [`admission`].
 //!
 //! One request is answered, and its response written, before the next is
 //! read: a peer that pipelines and never reads holds at most one response
@@ -9,18 +10,22 @@
 //! progress for `handshake_timeout` closes it.
 
 mod access;
+mod admission;
 mod host;
 mod request;
 mod response;
 mod routes;
+mod sse;
 mod upgrade;
 
 pub use request::{HeadError, parse_head, percent_decode};
 use response::{Response, write_all_within};
+pub use sse::{StreamRequest, check as check_stream};
 pub use upgrade::{Accepted, check as check_upgrade};
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::{AsyncWriteExt, FutureExt};
@@ -41,6 +46,8 @@ pub(crate) struct Context {
     pub spawner: Spawner,
     /// Set once the hub drains: requests are then answered 503.
     pub shutdown: Shutdown,
+    /// The hub's epoch, which every SSE stream's cursor carries.
+    pub epoch: Arc<str>,
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.
@@ -105,6 +112,14 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             let leftover = buf[..].to_vec();
             drop(buf);
             upgrade::upgrade(stream, peer, request, leftover, correlation_id, &ctx).await;
+            return;
+        }
+        // A preflight is answered like any route's; everything else asked
+        // of /sse is the stream's to answer (405 for other methods). Bytes
+        // that came after the head are not read as a request.
+        if request.path == "/sse" && request.method != "OPTIONS" {
+            drop(buf);
+            sse::open(stream, peer, request, correlation_id, &ctx).await;
             return;
         }
 

@@ -8,20 +8,18 @@ use std::sync::Arc;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine as _;
-use futures_lite::AsyncWriteExt;
 use smol::Async;
 
-use super::access::{bearer, request_origin_allowed};
+use super::admission::{self, Admitted, refuse};
 use super::request::Request;
-use super::response::{Response, write_all_within};
+use super::response::write_all_within;
 use super::{Context, host};
-use crate::auth::{self, Claims};
+use crate::auth::Claims;
 use crate::config::Config;
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
-use crate::log::as_json;
 use crate::outlet::Link;
-use crate::protocol::{Encoding, ErrorCode, is_valid_room};
+use crate::protocol::{Encoding, ErrorCode};
 
 /// What a valid upgrade request asks for.
 #[derive(Debug)]
@@ -52,7 +50,7 @@ pub(crate) async fn upgrade(
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
-            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
             return;
         }
     };
@@ -66,17 +64,18 @@ pub(crate) async fn upgrade(
         claims: accepted.claims,
         rooms: accepted.rooms,
         correlation_id: correlation_id.clone(),
+        since: None,
         outlet,
     };
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
             return;
         }
         Err(_) => {
             let refusal = Refusal::shutting_down();
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&link.socket, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
             return;
         }
     };
@@ -120,36 +119,9 @@ pub(crate) async fn upgrade(
     connection::start(link, leftover, upgraded, &ctx.spawner);
 }
 
-async fn refuse(
-    stream: &Async<TcpStream>,
-    peer: SocketAddr,
-    refusal: &Refusal,
-    correlation_id: &str,
-    ctx: &Context,
-) {
-    tracing::info!(
-        correlation_id = as_json(correlation_id),
-        ip = as_json(peer.ip()),
-        status = as_json(refusal.status),
-        code = as_json(refusal.error.code),
-        message = as_json(&refusal.error.message),
-        "handshake rejected"
-    );
-    let bytes = Response::refusal(refusal).to_bytes(correlation_id, false);
-    // The peer may already be gone, or not reading; there is nothing more
-    // to tell it.
-    let mut io = stream;
-    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
-        .await
-        .is_ok()
-    {
-        let _ = io.close().await;
-    }
-}
-
 /// Validates an upgrade request against `config` alone: Host, method,
-/// headers, key, version, subprotocol, `?rooms=`, Origin and token, in
-/// that order.
+/// headers, key, version, subprotocol, then [`admission::check`]
+/// (`?rooms=`, Origin and token), in that order.
 /// Pure, so the fuzzer can call it; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
     host::check(request, config)?;
@@ -196,59 +168,7 @@ pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
             })?
     };
 
-    let rooms = match request.query_param("rooms") {
-        None => Vec::new(),
-        Some(list) => {
-            let mut rooms: Vec<String> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for room in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                if !is_valid_room(room) {
-                    return Err(bad(&format!(
-                        "`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"
-                    )));
-                }
-                if seen.insert(room) {
-                    rooms.push(room.to_string());
-                }
-            }
-            rooms
-        }
-    };
-
-    if !request_origin_allowed(request, config) {
-        return Err(Refusal::new(
-            403,
-            ErrorCode::OriginNotAllowed,
-            "this Origin is not allowed to connect (see allowed_origins)",
-        ));
-    }
-
-    let claims = match &config.jwt_secret {
-        None => None,
-        Some(secret) => {
-            let token = bearer(request)
-                .map(str::to_string)
-                .or_else(|| request.query_param("token"))
-                .filter(|t| !t.is_empty());
-            let Some(token) = token else {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Unauthenticated,
-                    "a token is required: `Authorization: Bearer <jwt>` or `?token=<jwt>`",
-                ));
-            };
-            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
-                .map_err(|e| Refusal::new(403, e.code, e.message))?;
-            if let Some(room) = rooms.iter().find(|r| !claims.may_subscribe(r)) {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Forbidden,
-                    format!("the token does not allow room `{room}`"),
-                ));
-            }
-            Some(claims)
-        }
-    };
+    let Admitted { claims, rooms } = admission::check(request, config)?;
 
     Ok(Accepted {
         accept_key: derive_accept_key(key.as_bytes()),

@@ -24,6 +24,7 @@ mod membership;
 mod publish;
 mod room;
 mod session;
+mod stream;
 
 pub use crate::outlet::Outbound;
 pub use command::{ComponentState, HubGone, JoinRequest, PresenceMember, Refusal, RoomInfo};
@@ -46,7 +47,7 @@ use crate::config::Config;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, timestamp_now,
+    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, sse, timestamp_now,
 };
 use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
@@ -281,11 +282,20 @@ impl Hub {
         });
         let ts = timestamp_now();
         let env = Envelope::message("welcome", welcome, Some(&request.correlation_id), &ts, None);
-        let welcome = encode(&env, conn.encoding);
-        conn.outlet.count_sent(welcome.len());
+        // A stream's resume is judged on the rooms as they were before it
+        // joined them.
+        let resume = request
+            .since
+            .as_ref()
+            .map(|since| self.stream_resume(&request.rooms, since));
         for room in &request.rooms {
             membership::enter(&mut self.rooms, &mut conn, room);
         }
+        let welcome = match conn.outlet.cursor() {
+            Some(cursor) => self.stream_welcome(cursor, &request.rooms, resume.as_ref(), &env),
+            None => encode(&env, conn.encoding),
+        };
+        conn.outlet.count_sent(welcome.len());
         *self.per_ip.entry(ip).or_default() += 1;
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(id);
@@ -302,6 +312,9 @@ impl Hub {
             "connection opened"
         );
         self.conns.insert(id, Box::new(conn));
+        if let Some(resume) = resume {
+            self.stream_catch_up(id, resume, &request.correlation_id);
+        }
         Ok(Joined {
             id,
             task: self.tasks.clone(),
@@ -407,12 +420,14 @@ impl Hub {
         self.send(id, "error", payload, Some(correlation_id), reference);
     }
 
-    /// Queues a Ping and a `heartbeat` to every connection.
+    /// Queues a Ping and a `heartbeat` to every WebSocket, and the
+    /// `: heartbeat` comment to every SSE stream (which has no Ping).
     fn heartbeat(&mut self) {
         let ts = timestamp_now();
         let env = Envelope::message("heartbeat", json!({}), None, &ts, None);
         let json = Outbound::Message(encode(&env, Encoding::Json));
         let mut msgpack = None;
+        let comment = Outbound::Message(sse::heartbeat());
         let limit = self.config.send_queue;
         let write_through = self.write_through;
         let mut slow = Vec::new();
@@ -422,10 +437,11 @@ impl Hub {
                 Encoding::MsgPack => msgpack
                     .get_or_insert_with(|| Outbound::Message(encode(&env, Encoding::MsgPack)))
                     .clone(),
+                Encoding::Sse => comment.clone(),
             };
-            if !(conn.outlet.push(Outbound::Ping, limit, write_through)
-                && conn.outlet.push(beat, limit, write_through))
-            {
+            let ping = conn.encoding == Encoding::Sse
+                || conn.outlet.push(Outbound::Ping, limit, write_through);
+            if !(ping && conn.outlet.push(beat, limit, write_through)) {
                 slow.push(conn.id);
             }
         }
@@ -435,20 +451,27 @@ impl Hub {
     }
 
     /// Closes silent connections (4000) and expired tokens (4001), and
-    /// forgets old idempotency keys.
+    /// forgets old idempotency keys. An SSE stream sends nothing, so only
+    /// its writes tell whether its peer is there (the writer's stall
+    /// timeout); its expired token is told with an `error` before it ends.
     fn sweep(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let wall = unix_now();
         let mut due = Vec::new();
         for conn in self.conns.values() {
-            if now.duration_since(conn.last_seen) > timeout {
-                due.push((conn.id, CloseCode::HeartbeatTimeout));
+            let stream = conn.encoding == Encoding::Sse;
+            if !stream && now.duration_since(conn.last_seen) > timeout {
+                due.push((conn.id, CloseCode::HeartbeatTimeout, stream));
             } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall) {
-                due.push((conn.id, CloseCode::TokenExpired));
+                due.push((conn.id, CloseCode::TokenExpired, stream));
             }
         }
-        for (id, code) in due {
-            self.close(id, code);
+        for (id, code, stream) in due {
+            if stream {
+                self.expire_stream(id);
+            } else {
+                self.close(id, code);
+            }
         }
         self.idempotency.prune(now);
     }

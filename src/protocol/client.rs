@@ -77,15 +77,18 @@ pub struct DecodeError {
     pub error: ProtocolError,
 }
 
-/// Decodes one frame's payload in `encoding`.
+/// Decodes one frame's payload in `encoding` (an SSE stream sends nothing,
+/// so [`Encoding::Sse`] reads as JSON).
 pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<ClientMessage, DecodeError> {
     let value: Value = match encoding {
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| bare(not_json(&e)))?,
+        Encoding::Json | Encoding::Sse => {
+            serde_json::from_slice(bytes).map_err(|e| bare(not_json(&e)))?
+        }
         Encoding::MsgPack => msgpack_value(bytes).map_err(bare)?,
     };
     let Value::Object(mut obj) = value else {
         let what = match encoding {
-            Encoding::Json => "not a JSON object",
+            Encoding::Json | Encoding::Sse => "not a JSON object",
             Encoding::MsgPack => "not a MessagePack map",
         };
         return Err(bare(ProtocolError::new(ErrorCode::InvalidJson, what)));

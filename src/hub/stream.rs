@@ -1,0 +1,137 @@
+//! What is particular to an SSE stream joining (PROTOCOL.md section 12):
+//! where its cursor starts in each room, its welcome with the cursor as
+//! `id:`, and a resume from `Last-Event-ID` exactly as `subscribe` with
+//! `since` (section 4) — `history_unavailable` first for each room that
+//! cannot be recovered, then the missed events of the others, each once,
+//! in seq order, before anything newer.
+//!
+//! Everything else about a stream is a connection's: the fan-out hands it
+//! events ([`super::publish`]), the heartbeat a comment, the sweep ends it
+//! at its token's `exp` after an `error`.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::room::Room;
+use super::{ConnId, Hub};
+use crate::outlet::StreamCursor;
+use crate::protocol::sse::{Cursor, tagged_event};
+use crate::protocol::{CloseCode, Encoded, Encoding, Envelope, ErrorCode, ProtocolError, encode};
+
+/// How a stream resumes each room of its cursor that it joins.
+#[derive(Debug, Default)]
+pub(super) struct Resume {
+    /// Rooms to replay after their seq, in the order of `?rooms=`.
+    recovered: Vec<(String, u64)>,
+    /// Rooms that cannot be, with their oldest seq and why.
+    lost: Vec<(String, u64, String)>,
+}
+
+impl Hub {
+    /// Decides, before the stream joins, which rooms of `since` it
+    /// recovers: those also in `rooms`, when the epoch is this hub's and
+    /// `oldest - 1 <= since <= last` (the rule of `subscribe`).
+    pub(super) fn stream_resume(&self, rooms: &[String], since: &Cursor) -> Resume {
+        let epoch_matches = since.epoch == self.epoch;
+        let mut resume = Resume::default();
+        for room in rooms {
+            let Some(pos) = since.seq(room) else {
+                continue;
+            };
+            // A room that never had an event resumes from 0 only.
+            let known = self.rooms.get(room.as_str());
+            let resumable =
+                known.map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
+            match resumable {
+                Ok(()) if epoch_matches => resume.recovered.push((room.clone(), pos)),
+                outcome => {
+                    let oldest = match outcome {
+                        Err(unavailable) => unavailable.oldest_seq,
+                        Ok(()) => known.map_or(1, Room::oldest_seq),
+                    };
+                    let why = if epoch_matches {
+                        format!("room `{room}` no longer holds the events after seq {pos}")
+                    } else {
+                        "the hub restarted (new epoch); its history starts again".into()
+                    };
+                    resume.lost.push((room.clone(), oldest, why));
+                }
+            }
+        }
+        resume
+    }
+
+    /// Sets where a stream that joined `rooms` starts in each (the seq it
+    /// resumes from, or the room's last seq) and returns its welcome, with
+    /// that cursor as `id:`.
+    pub(super) fn stream_welcome<P: Serialize>(
+        &self,
+        cursor: &StreamCursor,
+        rooms: &[String],
+        resume: Option<&Resume>,
+        welcome: &Envelope<'_, P>,
+    ) -> Encoded {
+        for room in rooms {
+            let from = resume
+                .and_then(|r| r.recovered.iter().find(|(name, _)| name == room))
+                .map(|(_, seq)| *seq);
+            let last = self.rooms.get(room.as_str()).map_or(0, Room::last_seq);
+            cursor.set(room, from.unwrap_or(last));
+        }
+        let json = encode(welcome, Encoding::Json);
+        tagged_event(cursor, json.payload()).0
+    }
+
+    /// Sends a stream that just joined what its resume calls for: the
+    /// `history_unavailable` errors, then the missed events, each with the
+    /// stream's cursor as `id:`. Like a long `subscribe` resume, one that
+    /// overflows `send_queue` ends the stream (slow consumer).
+    pub(super) fn stream_catch_up(&mut self, id: ConnId, resume: Resume, correlation_id: &str) {
+        for (room, oldest, why) in &resume.lost {
+            let error = ProtocolError::new(ErrorCode::HistoryUnavailable, why.as_str());
+            let details = json!({"room": room, "oldest_seq": oldest});
+            self.send_error(id, &error, details, correlation_id, None);
+        }
+        let limit = self.config.send_queue;
+        let mut overflow = false;
+        for (name, since) in resume.recovered {
+            let (Some(room), Some(conn)) =
+                (self.rooms.get_mut(name.as_str()), self.conns.get(&id))
+            else {
+                continue;
+            };
+            let outlet = &conn.outlet;
+            // The replay is consecutive: the n-th event has seq since + n.
+            let mut seq = since;
+            let Ok(replay) = room.replay(since, Encoding::Sse, |data| {
+                seq += 1;
+                outlet.push_tagged(data, &name, seq, limit, false)
+            }) else {
+                continue;
+            };
+            for _ in 0..replay.transcoded {
+                self.metrics.encoded_sse();
+            }
+            self.history.grew(replay.grew);
+            if !replay.complete {
+                overflow = true;
+                break;
+            }
+        }
+        self.history.trim(&mut self.rooms);
+        if overflow {
+            self.close(id, CloseCode::SlowConsumer);
+        }
+    }
+
+    /// Ends a stream whose token expired: an `error` `token_expired` first
+    /// (a stream has no close code to say it), then the end.
+    pub(super) fn expire_stream(&mut self, id: ConnId) {
+        let error = ProtocolError::new(
+            ErrorCode::TokenExpired,
+            "the token's exp has passed; the stream ends (reconnect with a new token)",
+        );
+        self.send_error(id, &error, json!({}), &crate::protocol::new_uuid(), None);
+        self.close(id, CloseCode::TokenExpired);
+    }
+}

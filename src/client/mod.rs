@@ -3,7 +3,8 @@
 //! bounded by the caller), [`Resume`] remembers what a consumer has seen
 //! so that a new connection resumes with `since` and `epoch` and delivers
 //! each event once, [`Subscriber`] reconnects with backoff and resumes by
-//! itself, and [`http`] is a small HTTP/1.1 client for the publisher routes.
+//! itself, [`http`] is a small HTTP/1.1 client for the publisher routes,
+//! and [`EventStream`] reads a hub's Server-Sent Events stream (`/sse`).
 //!
 //! ```no_run
 //! use wshub::client::{Subscriber, Update};
@@ -22,10 +23,12 @@
 
 mod http;
 mod resume;
+mod sse;
 mod subscriber;
 
 pub use http::{HttpResponse, http, parse_response};
 pub use resume::Resume;
+pub use sse::{EventStream, SseItem};
 pub use subscriber::{Subscriber, Update};
 
 use std::fmt;

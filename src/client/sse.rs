@@ -72,7 +72,8 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Sends `GET {path}` (with `headers`) to `addr` and reads the response
+    /// Sends `GET {path}` (with `headers`; `Host` is `addr` unless they
+    /// name one) to `addr` and reads the response
     /// head within [`CONNECT_TIMEOUT`]: `Ok(Ok(stream))` for a `200`,
     /// `Ok(Err(response))` with the whole response for any other status.
     pub async fn open(
@@ -80,7 +81,10 @@ impl EventStream {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Result<Self, HttpResponse>, ClientError> {
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        let mut request = format!("GET {path} HTTP/1.1\r\nAccept: text/event-stream\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            request.push_str(&format!("Host: {addr}\r\n"));
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -227,7 +227,7 @@ mod tests {
             code(checked(" HTTP/1.1", &jwt)),
             (403, ErrorCode::Unauthenticated)
         );
-        let token = auth::mint(&Claims::new("u", 60), b"k");
+        let token = crate::auth::mint(&Claims::new("u", 60), b"k");
         let ok = checked(&format!("?token={token} HTTP/1.1"), &jwt).unwrap();
         assert_eq!(ok.claims.map(|c| c.sub).as_deref(), Some("u"));
     }

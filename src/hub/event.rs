@@ -152,16 +152,16 @@ mod tests {
 
     #[test]
     fn sse_forms_share_one_buffer_and_count_once() {
-        let json = crate::protocol::encode(&serde_json::json!({"type":"t","n":1}), Encoding::Json);
+        let json = crate::protocol::encode(&serde_json::json!({"n":1,"type":"t"}), Encoding::Json);
         let mut e = EventRecord::new(Some(7), json);
         let bare = e.size();
         let data = e.encoded(Encoding::Sse).clone();
-        assert_eq!(&data.wire()[..], b"data: {\"type\":\"t\",\"n\":1}\n\n");
+        assert_eq!(&data.wire()[..], b"data: {\"n\":1,\"type\":\"t\"}\n\n");
         assert_eq!(e.size(), bare + data.wire().len());
         let tagged = e.sse_tagged("E", "r").clone();
         assert_eq!(
             &tagged.wire()[..],
-            b"id: E;r=7\ndata: {\"type\":\"t\",\"n\":1}\n\n".as_slice()
+            b"id: E;r=7\ndata: {\"n\":1,\"type\":\"t\"}\n\n".as_slice()
         );
         assert_eq!(e.size(), bare + tagged.wire().len(), "one SSE buffer counted");
         let again = e.encoded(Encoding::Sse).clone();

@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(&untagged.wire()[..], b"data: {\"x\":\"a\\nb\"}\n\n");
         assert_eq!(
             untagged.wire().as_ptr(),
-            tagged.wire()[9..].as_ptr(),
+            tagged.wire()[10..].as_ptr(),
             "one buffer"
         );
         assert_eq!(heartbeat().len(), 0);

@@ -47,6 +47,7 @@ use clap::{Args, Parser};
 
 use publisher::Via;
 use target::Start;
+use wire::Transport;
 use wshub::config::parse_duration;
 
 /// Exit status for an argument that cannot work (the run did not start).
@@ -109,6 +110,9 @@ struct Options {
     /// Publisher connections, each with one publish in flight
     #[arg(long, value_name = "N", default_value_t = 4)]
     publishers: usize,
+    /// How subscribers receive: websocket (GET /ws) or sse (GET /sse, wshub only)
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    transport: Transport,
     /// How to publish: http (POST /api/events) or ws (`publish` messages, wshub only)
     #[arg(long, value_enum, default_value_t = Via::Http)]
     publish_via: Via,
@@ -172,6 +176,7 @@ pub(crate) struct Plan {
     pub payload_bytes: usize,
     pub publishers: usize,
     pub publish_via: Via,
+    pub transport: Transport,
     pub admin_key: Option<String>,
     pub room: String,
     pub flood: Option<Flood>,
@@ -237,6 +242,7 @@ impl Plan {
             payload_bytes: args.payload_bytes,
             publishers: args.publishers.max(1),
             publish_via: args.publish_via,
+            transport: args.transport,
             admin_key: args.admin_key,
             room: args
                 .room
@@ -332,6 +338,8 @@ mod tests {
         assert_eq!(p.flood.unwrap().time, Duration::from_secs(2));
         assert!(matches!(p.start, Start::Wshub { .. }));
         assert!(p.room.starts_with("bench-"));
+        assert_eq!(p.transport, Transport::Websocket);
+        assert_eq!(plan(&["--transport", "sse"]).unwrap().transport, Transport::Sse);
     }
 
     #[test]

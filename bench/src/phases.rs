@@ -60,6 +60,7 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
         addr: target.addr,
         host: target.host(),
         query: format!("?rooms={}", plan.room),
+        transport: plan.transport,
         subscribers: plan.subscribers,
         threads: plan.threads,
         sources: if target.addr.ip().is_ipv4() && target.addr.ip().is_loopback() {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Plan;
 use super::procfs::TICKS_PER_SECOND;
 use super::publisher::{Outcome, Via};
+use super::wire::Transport;
 use super::stats::Summary;
 use super::target::TargetInfo;
 
@@ -61,6 +62,7 @@ impl Machine {
 #[derive(Debug, Serialize)]
 pub(crate) struct Settings {
     pub subscribers: usize,
+    pub transport: Transport,
     pub subscriber_threads: usize,
     pub source_ips: usize,
     pub room: String,
@@ -78,6 +80,7 @@ impl Settings {
     pub fn of(plan: &Plan, source_ips: usize) -> Self {
         Self {
             subscribers: plan.subscribers,
+            transport: plan.transport,
             subscriber_threads: plan.threads,
             source_ips,
             room: plan.room.clone(),
@@ -305,8 +308,9 @@ impl Report {
         let c = &self.connect;
         let _ = writeln!(
             out,
-            "connect      {} ok, {} failed in {:.2} s ({} per s) from {} source addresses{}",
+            "connect      {} ok over {:?}, {} failed in {:.2} s ({} per s) from {} source addresses{}",
             c.connected,
+            s.transport,
             c.failed,
             c.seconds,
             opt(c.per_second, 0),

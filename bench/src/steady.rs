@@ -430,7 +430,7 @@ mod tests {
                 let welcomed = clients
                     .into_iter()
                     .enumerate()
-                    .map(|(local, c)| (Conn::new(local), c));
+                    .map(|(local, c)| (Conn::new(local, super::super::wire::Transport::Websocket), c));
                 super::run(poll, welcomed.collect(), &mut report, &run, &stopped);
                 report
             })

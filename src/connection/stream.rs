@@ -59,19 +59,17 @@ pub(crate) fn start_stream(link: Arc<Link>, stream: Stream, spawner: &Spawner) {
 /// peer to go (as it waits for a WebSocket's closing handshake).
 async fn watch(link: Arc<Link>, id: ConnId, hub: HubClient, _outlet: Outlet) {
     let reason = loop {
-        let mut chunk = [0u8; DISCARD_CHUNK];
-        match link.socket.get_ref().read(&mut chunk) {
+        match discard(&link) {
             // The client went: the usual end of a stream.
-            Ok(0) => break "normal",
+            Discarded::Eof => break "normal",
             // Nothing a stream's peer sends means anything; let others run.
-            Ok(_) => futures_lite::future::yield_now().await,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Discarded::Dropped => futures_lite::future::yield_now().await,
+            Discarded::WouldBlock => {
                 if link.socket.readable().await.is_err() {
                     break "error";
                 }
             }
-            Err(_) => break "error",
+            Discarded::Failed => break "error",
         }
     };
     // A close the hub or the writer asked for says how it ended (the hub
@@ -80,4 +78,28 @@ async fn watch(link: Arc<Link>, id: ConnId, hub: HubClient, _outlet: Outlet) {
         .close_requested()
         .map_or(reason, |code| code.disconnect_reason());
     hub.leave(id, reason, None).await;
+}
+
+/// What one read of a stream's socket found.
+enum Discarded {
+    Eof,
+    Dropped,
+    WouldBlock,
+    Failed,
+}
+
+/// One non-blocking read into the stack, thrown away. Not async: the
+/// buffer never becomes part of the task, which stays a few words while it
+/// waits.
+fn discard(link: &Link) -> Discarded {
+    let mut chunk = [0u8; DISCARD_CHUNK];
+    loop {
+        return match link.socket.get_ref().read(&mut chunk) {
+            Ok(0) => Discarded::Eof,
+            Ok(_) => Discarded::Dropped,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Discarded::WouldBlock,
+            Err(_) => Discarded::Failed,
+        };
+    }
 }

@@ -66,7 +66,7 @@ done
 
 say "reports in $OUT"
 python3 - "$OUT" $SERVERS <<'PY'
-import json, os, statistics, sys
+import json, os, re, statistics, sys
 
 out, servers = sys.argv[1], sys.argv[2:]
 rows = {
@@ -88,7 +88,8 @@ rows = {
 def load(server):
     reports = []
     for name in sorted(os.listdir(out)):
-        if name.startswith(server + "-") and name.endswith(".json"):
+        # `server-N.json` exactly: `wshub-3.json` is not `wshub-sse-3.json`.
+        if re.fullmatch(re.escape(server) + r"-\d+\.json", name):
             try:
                 with open(os.path.join(out, name)) as f:
                     reports.append(json.load(f))

@@ -429,7 +429,11 @@ impl TestStream {
     /// welcome with an `id:`.
     async fn start(mut stream: EventStream) -> Self {
         let first = stream.next_within(TIMEOUT).await;
-        assert_eq!(first, Some(SseItem::Retry(1000)), "a stream starts with retry");
+        assert_eq!(
+            first,
+            Some(SseItem::Retry(1000)),
+            "a stream starts with retry"
+        );
         match stream.next_within(TIMEOUT).await {
             Some(SseItem::Event { id: Some(id), data }) => {
                 let welcome: Value = serde_json::from_str(&data).expect("the welcome is JSON");

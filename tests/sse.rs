@@ -40,7 +40,10 @@ fn a_stream_has_the_headers_retry_first_and_a_welcome_with_its_cursor() {
         assert_eq!(head.header("cache-control"), Some("no-cache, no-transform"));
         assert_eq!(head.header("x-accel-buffering"), Some("no"));
         assert!(head.header("x-correlation-id").is_some());
-        assert!(head.header("content-length").is_none(), "the stream ends with the connection");
+        assert!(
+            head.header("content-length").is_none(),
+            "the stream ends with the connection"
+        );
         let welcome = &stream.welcome["payload"];
         assert_eq!(welcome["protocol"], "sse");
         assert_eq!(welcome["rooms"], json!(["scans"]));
@@ -63,16 +66,26 @@ fn the_cursor_lists_the_rooms_in_query_order_with_the_last_seq_delivered() {
         assert_eq!(stream.welcome_id, format!("{epoch};zeta=3;alpha=0"));
         hub.publish("alpha", "a", json!({})).await;
         hub.publish("zeta", "z", json!({})).await;
-        hub.post_event(json!({"type": "to_all", "payload": {}})).await;
+        hub.post_event(json!({"type": "to_all", "payload": {}}))
+            .await;
         let (id, m) = stream.recv_tagged().await;
-        assert_eq!((m["type"].as_str(), m["seq"].as_u64()), (Some("a"), Some(1)));
+        assert_eq!(
+            (m["type"].as_str(), m["seq"].as_u64()),
+            (Some("a"), Some(1))
+        );
         assert_eq!(id.unwrap(), format!("{epoch};zeta=3;alpha=1"));
         let (id, m) = stream.recv_tagged().await;
-        assert_eq!((m["type"].as_str(), m["seq"].as_u64()), (Some("z"), Some(4)));
+        assert_eq!(
+            (m["type"].as_str(), m["seq"].as_u64()),
+            (Some("z"), Some(4))
+        );
         assert_eq!(id.unwrap(), format!("{epoch};zeta=4;alpha=1"));
         // An event to everyone has no room, so no `id:`.
         let (id, m) = stream.recv_tagged().await;
-        assert_eq!((id, m["type"].as_str(), &m["room"]), (None, Some("to_all"), &Value::Null));
+        assert_eq!(
+            (id, m["type"].as_str(), &m["room"]),
+            (None, Some("to_all"), &Value::Null)
+        );
         assert_eq!(stream.last_event_id(), format!("{epoch};zeta=4;alpha=1"));
 
         // One room: the room's own line.
@@ -92,7 +105,8 @@ fn data_is_the_wshub_json_message_and_onmessage_sees_every_kind() {
     smol::block_on(async {
         let mut ws = hub.client("?rooms=r").await;
         let mut stream = hub.stream("?rooms=r").await;
-        hub.publish("r", "scan_started", json!({"text": "line\nbreak", "n": 1})).await;
+        hub.publish("r", "scan_started", json!({"text": "line\nbreak", "n": 1}))
+            .await;
         let on_ws = ws.expect("scan_started").await;
         let on_sse = stream.expect("scan_started").await;
         assert_eq!(on_ws, on_sse, "the same message, as on wshub.json");
@@ -139,7 +153,10 @@ fn a_reconnect_with_last_event_id_misses_nothing_and_repeats_nothing() {
             .stream_with("?rooms=r", &[("Last-Event-ID", &last)])
             .await
             .expect("resumed");
-        assert_eq!(again.welcome_id, last, "the stream starts where it left off");
+        assert_eq!(
+            again.welcome_id, last,
+            "the stream starts where it left off"
+        );
         let (id, m) = again.recv_tagged().await;
         assert_eq!(m["seq"], 4);
         assert_eq!(id.unwrap(), format!("{};r=4", hub.handle().epoch()));
@@ -173,7 +190,11 @@ fn since_in_the_query_resumes_when_there_is_no_header() {
         let mut got = Vec::new();
         for _ in 0..3 {
             let (id, m) = stream.recv_tagged().await;
-            got.push((m["room"].as_str().unwrap().to_string(), m["seq"].as_u64().unwrap(), id.unwrap()));
+            got.push((
+                m["room"].as_str().unwrap().to_string(),
+                m["seq"].as_u64().unwrap(),
+                id.unwrap(),
+            ));
         }
         assert_eq!(
             got,
@@ -186,7 +207,10 @@ fn since_in_the_query_resumes_when_there_is_no_header() {
         // The header wins over the query.
         let header = format!("{epoch};a=3;b=2");
         let mut both = hub
-            .stream_with(&format!("?rooms=a,b&since={epoch};a=0;b=0"), &[("Last-Event-ID", &header)])
+            .stream_with(
+                &format!("?rooms=a,b&since={epoch};a=0;b=0"),
+                &[("Last-Event-ID", &header)],
+            )
             .await
             .expect("resumed");
         assert_eq!(seqs(&mut both, "a", 1).await, [4]);
@@ -204,7 +228,11 @@ fn a_cursor_of_another_epoch_gets_history_unavailable_and_no_replay() {
             .stream_with("?rooms=a,b", &[("Last-Event-ID", "an-old-epoch;a=1;b=0")])
             .await
             .expect("admitted");
-        assert_eq!(stream.welcome_id, format!("{epoch};a=3;b=0"), "where the rooms stand");
+        assert_eq!(
+            stream.welcome_id,
+            format!("{epoch};a=3;b=0"),
+            "where the rooms stand"
+        );
         for room in ["a", "b"] {
             let (id, e) = stream.recv_tagged().await;
             assert_eq!(id, None);
@@ -215,7 +243,11 @@ fn a_cursor_of_another_epoch_gets_history_unavailable_and_no_replay() {
             assert_eq!(e["correlation_id"], stream.welcome["correlation_id"]);
         }
         hub.publish("a", "new", json!({})).await;
-        assert_eq!(seqs(&mut stream, "a", 1).await, [4], "nothing replayed, nothing lost");
+        assert_eq!(
+            seqs(&mut stream, "a", 1).await,
+            [4],
+            "nothing replayed, nothing lost"
+        );
     });
 }
 
@@ -235,7 +267,10 @@ fn a_gap_the_history_no_longer_holds_is_history_unavailable_with_the_oldest_seq(
         assert_eq!(stream.welcome_id, format!("{epoch};a=5;b=1"));
         let e = stream.expect("error").await;
         assert_eq!(e["payload"]["code"], "history_unavailable");
-        assert_eq!((&e["payload"]["room"], &e["payload"]["oldest_seq"]), (&json!("a"), &json!(4)));
+        assert_eq!(
+            (&e["payload"]["room"], &e["payload"]["oldest_seq"]),
+            (&json!("a"), &json!(4))
+        );
         assert_eq!(seqs(&mut stream, "b", 2).await, [2, 3]);
         // A seq the room never reached cannot be resumed either.
         let future = format!("{epoch};b=99");
@@ -260,10 +295,19 @@ fn an_unparsable_cursor_is_400_bad_request() {
             assert_eq!(refused.status, 400, "{cursor}");
             assert_eq!(refused.error_code(), "bad_request", "{cursor}");
         }
-        let refused = hub.stream_with("?rooms=a&since=e;a=-1", &[]).await.expect_err("refused");
-        assert_eq!((refused.status, refused.error_code().as_str()), (400, "bad_request"));
+        let refused = hub
+            .stream_with("?rooms=a&since=e;a=-1", &[])
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (refused.status, refused.error_code().as_str()),
+            (400, "bad_request")
+        );
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_handshake_rejections_total{code=\"bad_request\"}"), 7.0);
+        assert_eq!(
+            metric(&m, "wshub_handshake_rejections_total{code=\"bad_request\"}"),
+            7.0
+        );
         assert!(hub.handle().connections().await.unwrap().is_empty());
     });
 }
@@ -300,7 +344,11 @@ fn the_sse_form_is_encoded_once_per_event_whatever_the_streams() {
         let mut streams = Vec::new();
         for i in 0..20 {
             // Half alone in the room, half with another room beside it.
-            let query = if i % 2 == 0 { "?rooms=r" } else { "?rooms=r,other" };
+            let query = if i % 2 == 0 {
+                "?rooms=r"
+            } else {
+                "?rooms=r,other"
+            };
             streams.push(hub.stream(query).await);
         }
         publish_n(&hub, "r", 3).await;
@@ -308,7 +356,13 @@ fn the_sse_form_is_encoded_once_per_event_whatever_the_streams() {
             assert_eq!(seqs(stream, "r", 3).await, [1, 2, 3]);
         }
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_event_encodings_total{protocol=\"sse\"}"), 3.0);
-        assert_eq!(metric(&m, "wshub_event_encodings_total{protocol=\"wshub.json\"}"), 3.0);
+        assert_eq!(
+            metric(&m, "wshub_event_encodings_total{protocol=\"sse\"}"),
+            3.0
+        );
+        assert_eq!(
+            metric(&m, "wshub_event_encodings_total{protocol=\"wshub.json\"}"),
+            3.0
+        );
     });
 }

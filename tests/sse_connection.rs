@@ -16,6 +16,9 @@ use wshub::testing::{TIMEOUT, TestHub};
 
 const SECRET: &str = "sse-secret";
 
+/// A request (query, headers) and the refusal it must get (status, code).
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 /// Polls the registry until it holds `n` connections; panics after [`TIMEOUT`].
 async fn wait_for(hub: &TestHub, n: usize) {
     let deadline = Instant::now() + TIMEOUT;
@@ -27,7 +30,12 @@ async fn wait_for(hub: &TestHub, n: usize) {
 
 async fn refused(hub: &TestHub, query: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let r = hub.stream_with(query, headers).await.expect_err("refused");
-    assert_eq!(r.header("content-type"), Some("application/json"), "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "{}",
+        r.text()
+    );
     (r.status, r.error_code())
 }
 
@@ -42,20 +50,50 @@ fn refusals_are_the_handshakes_with_the_same_statuses_and_bodies() {
         let bearer = format!("Bearer {token}");
         let ok = format!("?rooms=team:a&token={token}");
         let expired = hub.token("alice").expires_in(-10.0).mint();
-        let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("?rooms=team:a".into(), vec![], 403, "unauthenticated"),
-            ("?rooms=team:a&token=not.a.jwt".into(), vec![], 403, "invalid_token"),
-            (format!("?rooms=team:a&token={expired}"), vec![], 403, "token_expired"),
-            (format!("?rooms=lobby&token={token}"), vec![], 403, "forbidden"),
-            (format!("?rooms=a%20b&token={token}"), vec![], 400, "bad_request"),
+            (
+                "?rooms=team:a&token=not.a.jwt".into(),
+                vec![],
+                403,
+                "invalid_token",
+            ),
+            (
+                format!("?rooms=team:a&token={expired}"),
+                vec![],
+                403,
+                "token_expired",
+            ),
+            (
+                format!("?rooms=lobby&token={token}"),
+                vec![],
+                403,
+                "forbidden",
+            ),
+            (
+                format!("?rooms=a%20b&token={token}"),
+                vec![],
+                400,
+                "bad_request",
+            ),
             (
                 format!("?rooms=team:a,team:b,team:c&token={token}"),
                 vec![],
                 400,
                 "too_many_rooms",
             ),
-            (ok.clone(), vec![("Origin", "http://evil.example")], 403, "origin_not_allowed"),
-            (ok.clone(), vec![("Host", "rebound.example")], 403, "host_not_allowed"),
+            (
+                ok.clone(),
+                vec![("Origin", "http://evil.example")],
+                403,
+                "origin_not_allowed",
+            ),
+            (
+                ok.clone(),
+                vec![("Host", "rebound.example")],
+                403,
+                "host_not_allowed",
+            ),
         ];
         for (query, headers, status, code) in cases {
             let got = refused(&hub, &query, &headers).await;
@@ -71,11 +109,17 @@ fn refusals_are_the_handshakes_with_the_same_statuses_and_bodies() {
         stream.expect("hello").await;
         let m = hub.request("GET", "/metrics", None).await.text();
         assert_eq!(
-            metric(&m, "wshub_handshake_rejections_total{code=\"too_many_rooms\"}"),
+            metric(
+                &m,
+                "wshub_handshake_rejections_total{code=\"too_many_rooms\"}"
+            ),
             1.0
         );
         assert_eq!(
-            metric(&m, "wshub_handshake_rejections_total{code=\"origin_not_allowed\"}"),
+            metric(
+                &m,
+                "wshub_handshake_rejections_total{code=\"origin_not_allowed\"}"
+            ),
             1.0
         );
     });
@@ -94,7 +138,10 @@ fn a_stream_counts_toward_the_connection_limits() {
     smol::block_on(async {
         let _stream = hub.stream("").await;
         let r = hub.stream_with("", &[]).await.expect_err("full");
-        assert_eq!((r.status, r.error_code().as_str()), (503, "too_many_connections"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (503, "too_many_connections")
+        );
         assert_eq!(r.header("retry-after"), Some("1"));
     });
 }
@@ -104,16 +151,25 @@ fn other_methods_are_405_and_allowed_origins_get_cors_headers() {
     let hub = TestHub::start();
     smol::block_on(async {
         let r = hub.request("POST", "/sse?rooms=r", Some(&json!({}))).await;
-        assert_eq!((r.status, r.error_code().as_str()), (405, "method_not_allowed"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (405, "method_not_allowed")
+        );
         assert_eq!(r.header("allow"), Some("GET"));
         let origin = "http://localhost:5173";
         let stream = hub
             .stream_with("?rooms=r", &[("Origin", origin)])
             .await
             .expect("an allowed origin");
-        assert_eq!(stream.head().header("access-control-allow-origin"), Some(origin));
+        assert_eq!(
+            stream.head().header("access-control-allow-origin"),
+            Some(origin)
+        );
         let r = hub.request("OPTIONS", "/sse", None).await;
-        assert_eq!(r.status, 403, "a preflight without Origin, as on every route");
+        assert_eq!(
+            r.status, 403,
+            "a preflight without Origin, as on every route"
+        );
     });
 }
 
@@ -128,7 +184,10 @@ fn the_registry_lists_a_stream_as_sse_with_its_rooms_and_counters() {
         hub.publish("a", "one", json!({})).await;
         stream.expect("one").await;
         let id = stream.id();
-        let info = hub.request("GET", &format!("/api/connections/{id}"), None).await.json();
+        let info = hub
+            .request("GET", &format!("/api/connections/{id}"), None)
+            .await
+            .json();
         assert_eq!(info["protocol"], "sse");
         assert_eq!(info["rooms"], json!(["a", "b"]));
         assert_eq!(info["user_agent"], "sse-test/1");
@@ -153,7 +212,10 @@ fn a_client_that_goes_away_is_removed_at_once() {
         drop(stream);
         wait_for(&hub, 0).await;
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_disconnects_total{reason=\"normal\"}"), 1.0);
+        assert_eq!(
+            metric(&m, "wshub_disconnects_total{reason=\"normal\"}"),
+            1.0
+        );
         let rooms = hub.request("GET", "/api/rooms", None).await.json();
         assert_eq!(rooms["rooms"], json!([]));
     });
@@ -183,14 +245,21 @@ fn an_expired_token_ends_the_stream_after_a_token_expired_error() {
         let mut stream = hub.stream(&format!("?rooms=r&token={token}")).await;
         let started = Instant::now();
         let before_end = stream.expect_end().await;
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(before_end.len(), 1, "{before_end:?}");
         let error = &before_end[0];
         assert_eq!(error["type"], "error");
         assert_eq!(error["payload"]["code"], "token_expired");
         wait_for(&hub, 0).await;
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_disconnects_total{reason=\"token_expired\"}"), 1.0);
+        assert_eq!(
+            metric(&m, "wshub_disconnects_total{reason=\"token_expired\"}"),
+            1.0
+        );
     });
 }
 
@@ -212,7 +281,11 @@ fn a_stream_whose_reader_stalls_is_ended_and_others_keep_receiving() {
         let mut ended = false;
         for n in 0..400u64 {
             let r = hub.publish("flood", "big", payload.clone()).await;
-            assert_eq!(r["seq"], n + 1, "publishers never wait for the stuck stream");
+            assert_eq!(
+                r["seq"],
+                n + 1,
+                "publishers never wait for the stuck stream"
+            );
             assert_eq!(fast.expect("big").await["seq"], n + 1);
             if r["recipients"] == 1 {
                 ended = true;
@@ -222,7 +295,10 @@ fn a_stream_whose_reader_stalls_is_ended_and_others_keep_receiving() {
         assert!(ended, "the stuck stream was never ended");
         wait_for(&hub, 1).await;
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_disconnects_total{reason=\"slow_consumer\"}"), 1.0);
+        assert_eq!(
+            metric(&m, "wshub_disconnects_total{reason=\"slow_consumer\"}"),
+            1.0
+        );
         drop(stuck);
     });
 }
@@ -250,11 +326,17 @@ fn a_stream_write_that_makes_no_progress_for_the_handshake_timeout_ends_it() {
             if r["recipients"] == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the stalled stream was never ended");
+            assert!(
+                Instant::now() < deadline,
+                "the stalled stream was never ended"
+            );
         }
         wait_for(&hub, 0).await;
         let m = hub.request("GET", "/metrics", None).await.text();
-        assert_eq!(metric(&m, "wshub_disconnects_total{reason=\"slow_consumer\"}"), 1.0);
+        assert_eq!(
+            metric(&m, "wshub_disconnects_total{reason=\"slow_consumer\"}"),
+            1.0
+        );
         drop(stuck);
     });
 }

@@ -308,17 +308,29 @@ mod tests {
     use super::*;
 
     trait Feed {
-        fn feed_all(&mut self, data: &[u8], on: &mut dyn FnMut(Incoming<'_>)) -> Result<(), WireError>;
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError>;
     }
 
     impl Feed for FrameReader {
-        fn feed_all(&mut self, data: &[u8], on: &mut dyn FnMut(Incoming<'_>)) -> Result<(), WireError> {
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError> {
             self.feed(data, on)
         }
     }
 
     impl Feed for Reader {
-        fn feed_all(&mut self, data: &[u8], on: &mut dyn FnMut(Incoming<'_>)) -> Result<(), WireError> {
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError> {
             self.feed(data, on)
         }
     }

@@ -339,7 +339,10 @@ mod tests {
         assert!(matches!(p.start, Start::Wshub { .. }));
         assert!(p.room.starts_with("bench-"));
         assert_eq!(p.transport, Transport::Websocket);
-        assert_eq!(plan(&["--transport", "sse"]).unwrap().transport, Transport::Sse);
+        assert_eq!(
+            plan(&["--transport", "sse"]).unwrap().transport,
+            Transport::Sse
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::Plan;
 use super::procfs::TICKS_PER_SECOND;
 use super::publisher::{Outcome, Via};
-use super::wire::Transport;
 use super::stats::Summary;
 use super::target::TargetInfo;
+use super::wire::Transport;
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]

@@ -323,7 +323,9 @@ mod tests {
 
     #[test]
     fn accepts_an_event_stream_and_refuses_others() {
-        let mut ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n".to_vec();
+        let mut ok =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                .to_vec();
         let head = ok.len();
         ok.extend_from_slice(b"retry: 1000\n\n");
         assert_eq!(check_stream(&ok), Ok(Some(head)));

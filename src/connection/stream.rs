@@ -51,7 +51,12 @@ pub(crate) fn start_stream(link: Arc<Link>, stream: Stream, spawner: &Spawner) {
         task: stream.task,
     };
     spawner.spawn(writer.run());
-    spawner.spawn(watch(link, stream.id, stream.hub, stream.pipes.reader_outlet));
+    spawner.spawn(watch(
+        link,
+        stream.id,
+        stream.hub,
+        stream.pipes.reader_outlet,
+    ));
 }
 
 /// Waits for the socket to end, then tells the hub why. `_outlet` keeps

@@ -120,7 +120,10 @@ impl Writer {
             Some(Outbound::Message(m)) if m.is_close() => Some(Written::Echoed),
             _ => None,
         };
-        let frames: Vec<&[u8]> = items.iter().flat_map(|i| wire(i).into_iter().flatten()).collect();
+        let frames: Vec<&[u8]> = items
+            .iter()
+            .flat_map(|i| wire(i).into_iter().flatten())
+            .collect();
         let (mut index, mut offset) = (0, 0);
         // When the peer last took bytes, once a write has had to wait.
         let mut progress: Option<Instant> = None;

@@ -83,9 +83,7 @@ fn rooms(request: &Request) -> Result<Vec<String>, Refusal> {
             return Err(Refusal::new(
                 400,
                 ErrorCode::BadRequest,
-                format!(
-                    "`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"
-                ),
+                format!("`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"),
             ));
         }
         if seen.insert(room) {

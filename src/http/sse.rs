@@ -37,7 +37,7 @@ pub struct StreamRequest {
 }
 
 /// Validates a `GET /sse` against `config` alone: Host, method, then
-/// [`admission::check`] (`?rooms=`, Origin, token), then the cursor.
+/// the shared admission (`http::admission`) (`?rooms=`, Origin, token), then the cursor.
 /// Pure, like the upgrade's check; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<StreamRequest, Refusal> {
     host::check(request, config)?;
@@ -45,7 +45,10 @@ pub fn check(request: &Request, config: &Config) -> Result<StreamRequest, Refusa
         return Err(Refusal::new(
             405,
             ErrorCode::MethodNotAllowed,
-            format!("{} is not allowed on /sse; an event stream is a GET", request.method),
+            format!(
+                "{} is not allowed on /sse; an event stream is a GET",
+                request.method
+            ),
         ));
     }
     let Admitted { claims, rooms } = admission::check(request, config)?;
@@ -184,7 +187,11 @@ mod tests {
             (400, ErrorCode::BadRequest)
         );
         assert_eq!(
-            code(checked("GET /sse", "Origin: http://evil.example\r\n", &config)),
+            code(checked(
+                "GET /sse",
+                "Origin: http://evil.example\r\n",
+                &config
+            )),
             (403, ErrorCode::OriginNotAllowed)
         );
         let jwt = Config {
@@ -201,7 +208,11 @@ mod tests {
         let ok = checked(&format!("GET /sse?rooms=a&token={token}"), "", &jwt).unwrap();
         assert_eq!(ok.claims.map(|c| c.sub).as_deref(), Some("u"));
         assert_eq!(
-            code(checked(&format!("GET /sse?rooms=b&token={token}"), "", &jwt)),
+            code(checked(
+                &format!("GET /sse?rooms=b&token={token}"),
+                "",
+                &jwt
+            )),
             (403, ErrorCode::Forbidden)
         );
         let bearer = format!("Authorization: Bearer {token}\r\n");
@@ -223,7 +234,11 @@ mod tests {
         let empty = checked("GET /sse?rooms=a", "Last-Event-ID: \r\n", &config).unwrap();
         assert!(empty.since.is_none());
         assert_eq!(
-            code(checked("GET /sse?rooms=a", "Last-Event-ID: e;a=x\r\n", &config)),
+            code(checked(
+                "GET /sse?rooms=a",
+                "Last-Event-ID: e;a=x\r\n",
+                &config
+            )),
             (400, ErrorCode::BadRequest)
         );
     }

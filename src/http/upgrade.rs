@@ -70,12 +70,28 @@ pub(crate) async fn upgrade(
     let joined = match ctx.hub.join(join).await {
         Ok(Ok(joined)) => joined,
         Ok(Err(refusal)) => {
-            refuse(&link.socket, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
+            refuse(
+                &link.socket,
+                peer,
+                &refusal,
+                Vec::new(),
+                &correlation_id,
+                ctx,
+            )
+            .await;
             return;
         }
         Err(_) => {
             let refusal = Refusal::shutting_down();
-            refuse(&link.socket, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
+            refuse(
+                &link.socket,
+                peer,
+                &refusal,
+                Vec::new(),
+                &correlation_id,
+                ctx,
+            )
+            .await;
             return;
         }
     };
@@ -120,7 +136,7 @@ pub(crate) async fn upgrade(
 }
 
 /// Validates an upgrade request against `config` alone: Host, method,
-/// headers, key, version, subprotocol, then [`admission::check`]
+/// headers, key, version, subprotocol, then the shared admission (`http::admission`)
 /// (`?rooms=`, Origin and token), in that order.
 /// Pure, so the fuzzer can call it; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {

@@ -53,9 +53,10 @@ impl EventRecord {
     /// or not it has an `id:` line). This is what `max_history_bytes`
     /// counts.
     pub fn size(&self) -> usize {
-        let sse = self.sse.as_ref().map_or(0, |f| {
-            f.tagged.as_ref().unwrap_or(&f.data).wire().len()
-        });
+        let sse = self
+            .sse
+            .as_ref()
+            .map_or(0, |f| f.tagged.as_ref().unwrap_or(&f.data).wire().len());
         self.json.wire().len() + self.msgpack.as_ref().map_or(0, |m| m.wire().len()) + sse
     }
 
@@ -72,7 +73,8 @@ impl EventRecord {
         if forms.tagged.is_none() {
             // One buffer for both forms: the untagged one becomes a slice
             // of it (a stream that holds the old one keeps it alive).
-            let (tagged, data) = sse::tagged_event(&RoomCursor { epoch, room, seq }, json.payload());
+            let (tagged, data) =
+                sse::tagged_event(&RoomCursor { epoch, room, seq }, json.payload());
             forms.data = data;
             forms.tagged = Some(tagged);
         }
@@ -163,11 +165,18 @@ mod tests {
             &tagged.wire()[..],
             b"id: E;r=7\ndata: {\"n\":1,\"type\":\"t\"}\n\n".as_slice()
         );
-        assert_eq!(e.size(), bare + tagged.wire().len(), "one SSE buffer counted");
+        assert_eq!(
+            e.size(),
+            bare + tagged.wire().len(),
+            "one SSE buffer counted"
+        );
         let again = e.encoded(Encoding::Sse).clone();
         assert_eq!(again.wire(), data.wire());
         assert_eq!(again.wire().as_ptr(), tagged.wire()[10..].as_ptr());
-        assert!(std::ptr::eq(e.sse_tagged("E", "r").wire().as_ptr(), tagged.wire().as_ptr()));
+        assert!(std::ptr::eq(
+            e.sse_tagged("E", "r").wire().as_ptr(),
+            tagged.wire().as_ptr()
+        ));
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl<'a> Fanout<'a> {
     /// Hands the event to one connection; a full queue marks it slow.
     fn to(&mut self, id: ConnId, encoding: Encoding, outlet: &Outlet) {
         let pushed = match (encoding, self.room, self.record.seq) {
-            (Encoding::Sse, Some(room), Some(seq)) => self.to_stream(outlet, room, seq),
+            (Encoding::Sse, Some(room), Some(seq)) => self.deliver_to_stream(outlet, room, seq),
             _ => {
                 let message = self.record.encoded(encoding);
                 outlet.push_message(message, self.limit, self.write_through)
@@ -273,7 +273,7 @@ impl<'a> Fanout<'a> {
     /// once and shared like any frame (every stream's cursor carries the
     /// hub's epoch); a stream of several rooms gets the shared `data:`
     /// bytes after an `id:` line of its own.
-    fn to_stream(&mut self, outlet: &Outlet, room: &str, seq: u64) -> bool {
+    fn deliver_to_stream(&mut self, outlet: &Outlet, room: &str, seq: u64) -> bool {
         let (limit, write_through) = (self.limit, self.write_through);
         let Some(cursor) = outlet.cursor() else {
             let data = self.record.encoded(Encoding::Sse);

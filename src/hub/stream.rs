@@ -95,8 +95,7 @@ impl Hub {
         let limit = self.config.send_queue;
         let mut overflow = false;
         for (name, since) in resume.recovered {
-            let (Some(room), Some(conn)) =
-                (self.rooms.get_mut(name.as_str()), self.conns.get(&id))
+            let (Some(room), Some(conn)) = (self.rooms.get_mut(name.as_str()), self.conns.get(&id))
             else {
                 continue;
             };

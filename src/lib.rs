@@ -1,8 +1,9 @@
 //! wshub: a small, fast WebSocket event hub.
 //!
 //! An app (or a companion process beside it) publishes events; every open
-//! browser tab receives them within milliseconds over one WebSocket, by
-//! room, and resumes without gaps after a reconnect. The wire contract is
+//! browser tab receives them within milliseconds over one WebSocket (or a
+//! Server-Sent Events stream), by room, and resumes without gaps after a
+//! reconnect. The wire contract is
 //! PROTOCOL.md; this crate is the hub, as a binary and as a library.
 //!
 //! # Embedding
@@ -34,9 +35,10 @@
 //! - `server`: binds the socket, runs the hub thread's one executor with the
 //!   accept loop and the drain, and hands out the [`Handle`].
 //! - `http`: request heads, `Host` and `Origin`, the HTTP routes, the
-//!   WebSocket upgrade.
-//! - `connection`: one WebSocket's reader and writer tasks, RFC 6455 frame
-//!   decoding and the bounded input buffer.
+//!   WebSocket upgrade and the Server-Sent Events stream (`/sse`), both
+//!   admitted by the same checks.
+//! - `connection`: one connection's reader (or, for a stream, watcher) and
+//!   writer tasks, RFC 6455 frame decoding and the bounded input buffer.
 //! - [`hub`]: the task that owns connections, rooms, history and counters,
 //!   reached only through commands on an async channel.
 //! - `outlet`: the hub's end of a connection (written at once to an idle

@@ -113,6 +113,10 @@ struct Options {
     /// How subscribers receive: websocket (GET /ws) or sse (GET /sse, wshub only)
     #[arg(long, value_enum, default_value_t = Transport::Websocket)]
     transport: Transport,
+    /// Rooms each subscriber also joins, where nothing is published (an SSE
+    /// stream of several rooms writes an `id:` line of its own per event)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    quiet_rooms: usize,
     /// How to publish: http (POST /api/events) or ws (`publish` messages, wshub only)
     #[arg(long, value_enum, default_value_t = Via::Http)]
     publish_via: Via,
@@ -177,6 +181,7 @@ pub(crate) struct Plan {
     pub publishers: usize,
     pub publish_via: Via,
     pub transport: Transport,
+    pub quiet_rooms: usize,
     pub admin_key: Option<String>,
     pub room: String,
     pub flood: Option<Flood>,
@@ -243,6 +248,7 @@ impl Plan {
             publishers: args.publishers.max(1),
             publish_via: args.publish_via,
             transport: args.transport,
+            quiet_rooms: args.quiet_rooms,
             admin_key: args.admin_key,
             room: args
                 .room

@@ -63,6 +63,7 @@ impl Machine {
 pub(crate) struct Settings {
     pub subscribers: usize,
     pub transport: Transport,
+    pub quiet_rooms: usize,
     pub subscriber_threads: usize,
     pub source_ips: usize,
     pub room: String,
@@ -81,6 +82,7 @@ impl Settings {
         Self {
             subscribers: plan.subscribers,
             transport: plan.transport,
+            quiet_rooms: plan.quiet_rooms,
             subscriber_threads: plan.threads,
             source_ips,
             room: plan.room.clone(),

@@ -11,7 +11,8 @@
 # Settings (environment): SUBSCRIBERS (10000), PUBLISHES (60), RATE (2 per
 # second), PAYLOAD (128 bytes), FLOOD_TIME (5s), RUNS (3), SERVERS (wshub
 # node-ws axum floor; `wshub-sse` is wshub with its subscribers on
-# `/sse`, `--transport sse`), OUT (a new temporary directory: one JSON report per
+# `/sse`, `--transport sse`, and `wshub-sse3` the same with two quiet rooms
+# more per stream, so every delivery writes a stream's own `id:` line), OUT (a new temporary directory: one JSON report per
 # run is kept there), EXTRA (more flags for every bench run).
 # Needs cargo, node/npm and python3. Everything runs on loopback; every run
 # is bounded by the bench's own limits.
@@ -40,7 +41,7 @@ if wants node-ws; then (cd bench/peers/node-ws && npm ci --silent --no-audit --n
 
 command_for() {
     case "$1" in
-        wshub | wshub-sse) echo "" ;;
+        wshub | wshub-sse | wshub-sse3) echo "" ;;
         node-ws) echo "node bench/peers/node-ws/server.js" ;;
         axum) echo "bench/peers/axum/target/release/wshub-bench-peer-axum" ;;
         floor) echo "bench/floor/target/release/wshub-bench-floor" ;;
@@ -55,7 +56,10 @@ for run in $(seq 1 "$RUNS"); do
         args=(--json -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE"
               --payload-bytes "$PAYLOAD" --flood --flood-time "$FLOOD_TIME")
         if [ -n "$cmd" ]; then args+=(--hub-cmd "$cmd"); fi
-        if [ "$server" = wshub-sse ]; then args+=(--transport sse); fi
+        case "$server" in
+            wshub-sse) args+=(--transport sse) ;;
+            wshub-sse3) args+=(--transport sse --quiet-rooms 2) ;;
+        esac
         # shellcheck disable=SC2086 # EXTRA is a list of flags
         if ! target/release/wshub-bench "${args[@]}" $EXTRA >"$OUT/$server-$run.json"; then
             say "$server run $run reported a failure (kept in $OUT/$server-$run.json)"

@@ -130,7 +130,7 @@ impl Default for Metrics {
 /// Values read at scrape time rather than counted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
-    /// Open WebSocket connections.
+    /// Open connections: WebSockets and SSE streams.
     pub connections_active: usize,
     /// Rooms with subscribers or history.
     pub rooms: usize,
@@ -178,7 +178,7 @@ impl Metrics {
         gauge(
             &mut out,
             "wshub_connections_active",
-            "Open WebSocket connections.",
+            "Open connections (WebSockets and SSE streams).",
             gauges.connections_active as f64,
         );
         counter(

@@ -52,11 +52,6 @@ pub fn tagged_event(id: &dyn fmt::Display, json: &[u8]) -> (Encoded, Encoded) {
     (tagged, data)
 }
 
-/// The `id:` line carrying `cursor`, to write before a message's `data:`.
-pub fn id_line(cursor: &dyn fmt::Display) -> Bytes {
-    Bytes::from(format!("id: {cursor}\n"))
-}
-
 /// A stream's position, as an `id:` line carries it and `Last-Event-ID`
 /// (or `?since=`) brings it back: the hub's epoch, then each room with the
 /// seq of the last event of it the stream delivered.
@@ -191,7 +186,6 @@ mod tests {
             "one buffer"
         );
         assert_eq!(heartbeat().len(), 0);
-        assert_eq!(&id_line(&"e;r=1")[..], b"id: e;r=1\n");
         let encoded = crate::protocol::encode(
             &serde_json::json!({"s": "line\r\nbreak"}),
             crate::protocol::Encoding::Sse,

@@ -49,15 +49,16 @@ impl JsonLines {
     /// The line an event is printed as, without the newline.
     fn line(event: &Event<'_>) -> String {
         let mut visitor = Fields {
-            msg: String::new(),
+            msg: None,
             rest: String::with_capacity(128),
         };
         event.record(&mut visitor);
-        let mut line = String::with_capacity(64 + visitor.msg.len() + visitor.rest.len());
+        let msg = visitor.msg.unwrap_or_default();
+        let mut line = String::with_capacity(64 + msg.len() + visitor.rest.len());
         line.push_str("{\"level\":\"");
         line.push_str(&event.metadata().level().as_str().to_ascii_lowercase());
         line.push_str("\",\"msg\":");
-        push_json(&mut line, &visitor.msg);
+        push_json(&mut line, &msg);
         line.push_str(",\"timestamp\":\"");
         line.push_str(&timestamp_now());
         line.push('"');
@@ -107,36 +108,43 @@ impl Subscriber for JsonLines {
 }
 
 /// A field value written as JSON (a list of rooms, a payload) rather than
-/// as a string: give it to an event as `%Json(&value)`.
-#[derive(Debug)]
+/// as a string. Its `Debug` text is the JSON, so any subscriber can show
+/// it; [`JsonLines`] embeds it as a JSON value.
 pub struct Json<T>(pub T);
 
-impl<T: Serialize> fmt::Display for Json<T> {
+impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = serde_json::to_string(&self.0).map_err(|_| fmt::Error)?;
-        // The marker tells the visitor to embed the text as it is.
-        f.write_char(JSON_MARKER)?;
+        // A value serde cannot write (a map with non-string keys) is null,
+        // never a formatting error: tracing would panic on one.
+        let text = serde_json::to_string(&self.0).unwrap_or_else(|_| "null".into());
+        if f.alternate() {
+            // Only JsonLines asks with `{:#?}`: the marker tells it to
+            // embed the text as it is.
+            f.write_char(JSON_MARKER)?;
+        }
         f.write_str(&text)
     }
 }
 
 /// `value` as a JSON field of an event: `tracing::info!(rooms = as_json(&rooms), "…")`.
-pub fn as_json<T: Serialize>(value: T) -> tracing::field::DisplayValue<Json<T>> {
-    tracing::field::display(Json(value))
+pub fn as_json<T: Serialize>(value: T) -> tracing::field::DebugValue<Json<T>> {
+    tracing::field::debug(Json(value))
 }
 
 /// [`as_json`] for a field that is left out when there is no value.
-pub fn opt_json<T: Serialize>(value: Option<T>) -> Option<tracing::field::DisplayValue<Json<T>>> {
+pub fn opt_json<T: Serialize>(value: Option<T>) -> Option<tracing::field::DebugValue<Json<T>>> {
     value.map(as_json)
 }
 
-/// Starts the text of a [`Json`] value; it cannot start any other value
-/// the hub logs, as it is a control character.
+/// Starts the alternate `Debug` text of a [`Json`] value; no other value
+/// the hub logs starts with it, as it is a control character.
 const JSON_MARKER: char = '\u{1}';
 
 /// Collects an event's message and its other fields as JSON members.
 struct Fields {
-    msg: String,
+    /// The event's message: the first field called `message` (tracing's
+    /// own); a later one is an ordinary field.
+    msg: Option<String>,
     rest: String,
 }
 
@@ -150,11 +158,11 @@ impl Fields {
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.msg = text;
+        if field.name() == "message" && self.msg.is_none() {
+            self.msg = Some(format!("{value:?}"));
             return;
         }
+        let text = format!("{value:#?}");
         self.key(field);
         match text.strip_prefix(JSON_MARKER) {
             Some(json) => self.rest.push_str(json),
@@ -163,8 +171,8 @@ impl Visit for Fields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg = value.to_string();
+        if field.name() == "message" && self.msg.is_none() {
+            self.msg = Some(value.to_string());
             return;
         }
         self.key(field);
@@ -240,7 +248,7 @@ mod tests {
                 user = None::<&str>,
                 n = 3u64,
                 ok = true,
-                rooms = %Json(&rooms),
+                rooms = as_json(&rooms),
                 error = %"a [bracketed] reason",
                 "said \"hi\"\n"
             )
@@ -253,7 +261,31 @@ mod tests {
         assert_eq!(v["rooms"], serde_json::json!(["a", "b"]));
         assert_eq!(v["error"], "a [bracketed] reason");
         assert!(v.get("user").is_none(), "an absent option is left out");
+        assert_eq!(v["error"], "a [bracketed] reason");
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_field_called_message_is_a_field_and_the_message_stays() {
+        let v = captured(|| {
+            tracing::info!(
+                code = as_json("forbidden"),
+                message = as_json("room not allowed"),
+                "error reply"
+            )
+        });
+        assert_eq!(v["msg"], "error reply");
+        assert_eq!(v["message"], "room not allowed");
+        assert_eq!(v["code"], "forbidden");
+    }
+
+    #[test]
+    fn json_values_read_as_json_in_any_subscriber() {
+        let rooms = vec!["a", "b"];
+        assert_eq!(format!("{:?}", Json(&rooms)), r#"["a","b"]"#);
+        // Non-string map keys cannot be JSON: null, not a panic.
+        let odd: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(format!("{:?}", Json(&odd)), "null");
     }
 
     #[test]

@@ -34,6 +34,18 @@ pub const HANDSHAKE_CODES: [&str; 10] = [
 const BROADCAST_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
+const ENGINE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Every `op` label of `wshub_engine_seconds`.
+pub const ENGINE_OPS: [&str; 3] = ["append", "read", "expire"];
+const HOOK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Every `hook` label of the hook metrics (PROTOCOL.md section 10).
+pub const HOOKS: [&str; 5] = ["connect", "subscribe", "publish", "rpc", "disconnect"];
+/// Every `outcome` label of `wshub_hook_requests_total`.
+pub const HOOK_OUTCOMES: [&str; 3] = ["answered", "refused", "unavailable"];
 const DURATION_BUCKETS: &[f64] = &[
     0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21_600.0, 86_400.0,
 ];
@@ -73,14 +85,25 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The samples alone, each with `labels` (`op="append",`) before `le`.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, n) in self.bounds.iter().zip(&self.counts) {
             cumulative += n;
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let braced = labels.trim_end_matches(',');
+        let braced = if braced.is_empty() {
+            String::new()
+        } else {
+            format!("{{{braced}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
     }
 }
 
@@ -108,6 +131,33 @@ pub struct Metrics {
     pub connection_duration: Histogram,
     /// From publish until the last recipient's queue held the event.
     pub broadcast: Histogram,
+    /// The store's (or Redis's) figures; `None` with the memory engine.
+    pub engine: Option<EngineMetrics>,
+    /// Hook calls, by hook and outcome.
+    pub hook_requests: BTreeMap<(&'static str, &'static str), u64>,
+    /// How long hook calls took, by hook.
+    pub hook_seconds: BTreeMap<&'static str, Histogram>,
+}
+
+/// What `/metrics` says about an engine that is not the hub's memory.
+#[derive(Debug, Clone)]
+pub struct EngineMetrics {
+    /// Whether it takes writes (`wshub_engine_up`).
+    pub up: bool,
+    /// How long its operations took, by `op` (`wshub_engine_seconds`).
+    pub seconds: BTreeMap<&'static str, Histogram>,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self {
+            up: true,
+            seconds: ENGINE_OPS
+                .iter()
+                .map(|op| (*op, Histogram::new(ENGINE_BUCKETS)))
+                .collect(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -123,6 +173,15 @@ impl Default for Metrics {
             handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
+            engine: None,
+            hook_requests: HOOKS
+                .iter()
+                .flat_map(|h| HOOK_OUTCOMES.iter().map(move |o| ((*h, *o), 0)))
+                .collect(),
+            hook_seconds: HOOKS
+                .iter()
+                .map(|h| (*h, Histogram::new(HOOK_BUCKETS)))
+                .collect(),
         }
     }
 }
@@ -162,6 +221,15 @@ impl Metrics {
     /// of its room).
     pub fn encoded_sse(&mut self) {
         *self.event_encodings.entry("sse").or_default() += 1;
+    }
+
+    /// Counts a hook call (labels from [`HOOKS`] and [`HOOK_OUTCOMES`]).
+    pub fn hook_called(&mut self, hook: &'static str, outcome: &'static str, seconds: f64) {
+        *self.hook_requests.entry((hook, outcome)).or_default() += 1;
+        self.hook_seconds
+            .entry(hook)
+            .or_insert_with(|| Histogram::new(HOOK_BUCKETS))
+            .observe(seconds);
     }
 
     /// Counts a refused upgrade.
@@ -268,6 +336,38 @@ impl Metrics {
             "wshub_broadcast_seconds",
             "From publish until the last recipient's queue held the event.",
         );
+        if let Some(engine) = &self.engine {
+            gauge(
+                &mut out,
+                "wshub_engine_up",
+                "Whether the engine (the store) takes writes: 1, or 0.",
+                if engine.up { 1.0 } else { 0.0 },
+            );
+            let name = "wshub_engine_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} How long the engine's operations took, by op (a group commit, a room's read, an expiry sweep).\n# TYPE {name} histogram"
+            );
+            for (op, histogram) in &engine.seconds {
+                histogram.render_series(&mut out, name, &format!("op=\"{op}\","));
+            }
+        }
+        let name = "wshub_hook_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Hook calls to the app, by hook and outcome.\n# TYPE {name} counter"
+        );
+        for ((hook, outcome), n) in &self.hook_requests {
+            let _ = writeln!(out, "{name}{{hook=\"{hook}\",outcome=\"{outcome}\"}} {n}");
+        }
+        let name = "wshub_hook_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long hook calls to the app took, by hook.\n# TYPE {name} histogram"
+        );
+        for (hook, histogram) in &self.hook_seconds {
+            histogram.render_series(&mut out, name, &format!("hook=\"{hook}\","));
+        }
         out
     }
 }
@@ -334,5 +434,27 @@ mod tests {
             );
         }
         assert!(text.contains("# TYPE wshub_broadcast_seconds histogram"));
+        assert!(!text.contains("wshub_engine_up"), "only with an engine");
+    }
+
+    #[test]
+    fn engine_series_are_labelled_by_op() {
+        let mut metrics = Metrics {
+            engine: Some(EngineMetrics::default()),
+            ..Metrics::default()
+        };
+        if let Some(engine) = &mut metrics.engine {
+            engine.seconds.get_mut("append").unwrap().observe(0.0003);
+        }
+        let text = metrics.render(Gauges::default());
+        assert!(text.contains("wshub_engine_up 1\n"), "{text}");
+        assert!(
+            text.contains("wshub_engine_seconds_bucket{op=\"append\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wshub_engine_seconds_count{op=\"read\"} 0\n"),
+            "{text}"
+        );
     }
 }

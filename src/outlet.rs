@@ -12,9 +12,11 @@
 //! [`StreamCursor`]: the hub hands it the shared `data:` bytes of a room
 //! event and the outlet writes the stream's own `id:` line before them.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{ErrorKind, IoSlice, Write};
 use std::net::TcpStream;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
@@ -182,9 +184,6 @@ pub(crate) struct Link {
     /// Set once a close frame (a close request or the echo of the client's
     /// Close) is queued: there is never a second one.
     close_queued: AtomicBool,
-    /// The newest Pong frame not yet taken by the writer; full exactly
-    /// while an [`Outbound::Pong`] is queued.
-    pong: PongSlot,
     /// Wakes a writer waiting for the peer to take a write, so that a close
     /// does not wait behind a stuck socket.
     closing: Event,
@@ -194,19 +193,25 @@ pub(crate) struct Link {
     cursor: Option<StreamCursor>,
 }
 
-/// A one-frame slot: a channel of capacity one whose `force_send`
-/// replaces what it holds, so the hub thread's tasks share it without a
-/// lock.
-#[derive(Debug)]
-struct PongSlot {
-    tx: async_channel::Sender<Box<[u8]>>,
-    rx: async_channel::Receiver<Box<[u8]>>,
+/// The newest Pong frame not yet written, shared by one connection's
+/// reader and writer only (both tasks of the hub thread, so an `Rc<Cell>`:
+/// no lock, and two words a connection). Full exactly while an
+/// [`Outbound::Pong`] is queued.
+#[derive(Clone, Default)]
+pub(crate) struct PongSlot(Rc<Cell<Option<Box<[u8]>>>>);
+
+impl fmt::Debug for PongSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A Cell cannot be read without taking what it holds.
+        f.write_str("PongSlot")
+    }
 }
 
 impl PongSlot {
-    fn new() -> Self {
-        let (tx, rx) = async_channel::bounded(1);
-        Self { tx, rx }
+    /// Takes the Pong an [`Outbound::Pong`] stands for (the writer, as it
+    /// comes to that item).
+    pub fn take(&self) -> Option<Box<[u8]>> {
+        self.0.take()
     }
 }
 
@@ -231,7 +236,6 @@ impl Link {
             writing: AtomicBool::new(true),
             close: AtomicU16::new(0),
             close_queued: AtomicBool::new(false),
-            pong: PongSlot::new(),
             closing: Event::new(),
             messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -266,12 +270,6 @@ impl Link {
     /// Claims the connection's one close frame: `false` if one is queued.
     fn claim_close_frame(&self) -> bool {
         !self.close_queued.swap(true, Ordering::Relaxed)
-    }
-
-    /// Takes the Pong an [`Outbound::Pong`] stands for (the writer, as it
-    /// comes to that item).
-    pub fn take_pong(&self) -> Option<Box<[u8]>> {
-        self.pong.rx.try_recv().ok()
     }
 
     /// A listener woken by the next close request.
@@ -327,9 +325,13 @@ impl Outlet {
                 }
                 true
             }
-            // Pongs come from the reader's Pings and closes are one at
-            // most: neither goes through the hub's queue limit.
-            Outbound::Pong => true,
+            // The reader's Pongs go through `Outlet::pong` (one at most);
+            // the hub makes none.
+            Outbound::Pong => {
+                debug_assert!(false, "a Pong pushed past Outlet::pong");
+                true
+            }
+            // A close is one at most and waits for no room.
             Outbound::Close(code) => {
                 self.close(code);
                 true
@@ -488,17 +490,17 @@ impl Outlet {
     /// no room; otherwise it takes a place in the queue like any message,
     /// and `false` means `limit` items already wait (a slow consumer). A
     /// peer that pings and never reads so holds one Pong at most.
-    pub(super) fn pong(&self, payload: &[u8], limit: usize) -> bool {
-        let pending = !self.link.pong.rx.is_empty();
-        if !pending && !self.has_room(limit) {
+    pub(crate) fn pong(&self, slot: &PongSlot, payload: &[u8], limit: usize) -> bool {
+        let older = slot.0.take();
+        if older.is_none() && !self.has_room(limit) {
             return false;
         }
-        // A full slot gives up the older frame. The writer takes the slot
-        // as it dequeues the item, so it always finds the newest.
-        let _older = self.link.pong.tx.force_send(pong_frame(payload));
-        if !pending {
+        if older.is_none() {
             self.enqueue(Outbound::Pong);
         }
+        // The writer takes the slot as it dequeues the item, so it always
+        // finds the newest.
+        slot.0.set(Some(pong_frame(payload)));
         true
     }
 
@@ -582,17 +584,18 @@ mod tests {
     #[test]
     fn a_newer_ping_replaces_the_unsent_pong() {
         let (outlet, rx, _peer) = connected();
+        let slot = PongSlot::default();
         for i in 0..1000u32 {
-            assert!(outlet.pong(&i.to_be_bytes(), 4));
+            assert!(outlet.pong(&slot, &i.to_be_bytes(), 4));
         }
         assert_eq!(rx.len(), 1, "one Pong queued for a thousand Pings");
         assert!(matches!(rx.try_recv(), Ok(Outbound::Pong)));
         outlet.link.dequeued();
-        let pong = outlet.link.take_pong().expect("the newest Pong");
+        let pong = slot.take().expect("the newest Pong");
         assert_eq!(pong[..], [0x8A, 4, 0, 0, 3, 231]);
-        assert!(outlet.link.take_pong().is_none());
+        assert!(slot.take().is_none());
         // Taken: the next Ping queues a Pong of its own.
-        assert!(outlet.pong(b"again", 4));
+        assert!(outlet.pong(&slot, b"again", 4));
         assert_eq!(rx.len(), 1);
     }
 
@@ -602,14 +605,15 @@ mod tests {
         for _ in 0..3 {
             outlet.enqueue(Outbound::Ping);
         }
-        assert!(!outlet.pong(b"x", 3), "full: a slow consumer");
-        assert!(outlet.link.take_pong().is_none());
-        assert!(outlet.pong(b"x", 4));
+        let slot = PongSlot::default();
+        assert!(!outlet.pong(&slot, b"x", 3), "full: a slow consumer");
+        assert!(slot.take().is_none());
+        assert!(outlet.pong(&slot, b"x", 4));
         // A replacement takes no room, even in a queue that filled since.
         outlet.enqueue(Outbound::Ping);
-        assert!(outlet.pong(b"y", 4));
+        assert!(outlet.pong(&slot, b"y", 4));
         assert_eq!(rx.len(), 5);
-        let pong = outlet.link.take_pong().unwrap();
+        let pong = slot.take().unwrap();
         assert_eq!(pong[..], [0x8A, 1, b'y']);
     }
 

@@ -12,12 +12,15 @@ use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use smol::{Async, LocalExecutor};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, HookUrl};
+use crate::engine::store::{Store, StoreLimits};
+use crate::engine::{Engine, Memory};
 use crate::error::Error;
 use crate::executor::Spawner;
+use crate::hook::{self, Hooks, StdioReplies, StdioRouted};
 use crate::http::{self, Context};
-use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, Status};
-use crate::log::{as_json, opt_json};
+use crate::hub::{ComponentState, ConnectionInfo, HealthReport, Hub, HubClient, HubParts, Status};
+use crate::log::as_json;
 use crate::net::is_loopback;
 use crate::protocol::{Publish, Published, new_uuid};
 use crate::schema::Schemas;
@@ -36,9 +39,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub fn serve(config: Config) -> Result<Handle, Error> {
     config.validate()?;
     let schemas = config.schemas.as_deref().map(Schemas::load).transpose()?;
+    let (hub, commands) = HubClient::channel();
+    let engine = open_engine(&config, &hub)?;
     let listener = bind(config.bind)?;
     let addr = listener.local_addr()?;
-    let epoch: Arc<str> = new_uuid().into();
+    let epoch: Arc<str> = engine.epoch().into();
     if !is_loopback(addr.ip()) && config.admin_key.is_none() && config.jwt_secret.is_none() {
         tracing::warn!(
             addr = as_json(addr),
@@ -53,21 +58,38 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         );
     }
     let signals = signals(&config);
-    let (hub, commands) = HubClient::channel();
+    let uses_stdio = [
+        &config.connect_hook,
+        &config.subscribe_hook,
+        &config.publish_hook,
+        &config.rpc_hook,
+        &config.disconnect_hook,
+    ]
+    .iter()
+    .any(|u| matches!(u, Some(HookUrl::Stdio)));
+    let (stdio, replies, router) = if uses_stdio {
+        let (stdio, replies, router) = hook::stdio();
+        (Some(stdio), Some(replies), Some(router))
+    } else {
+        (None, None, None)
+    };
     let (stopped_tx, stopped) = async_channel::bounded::<()>(1);
     let thread_hub = hub.clone();
-    let thread_epoch = epoch.to_string();
     std::thread::Builder::new()
         .name("wshub".into())
         .spawn(move || {
             run(
                 listener,
                 config,
-                thread_epoch,
+                engine,
                 thread_hub,
                 commands,
-                schemas,
-                signals,
+                Extras {
+                    schemas,
+                    signals,
+                    stdio,
+                    router,
+                },
             );
             drop(stopped_tx);
         })?;
@@ -76,7 +98,23 @@ pub fn serve(config: Config) -> Result<Handle, Error> {
         epoch,
         hub,
         stopped,
+        stdio_replies: replies,
     })
+}
+
+/// The engine `config` asks for: the store in `store`, or memory. A store
+/// that cannot be opened is a bad `store` setting (exit 2 in the binary).
+fn open_engine(config: &Config, hub: &HubClient) -> Result<Box<dyn Engine>, Error> {
+    let Some(dir) = &config.store else {
+        return Ok(Box::new(Memory::new()));
+    };
+    let limits = StoreLimits {
+        history_size: config.history_size,
+        history_ttl: config.history_ttl,
+    };
+    let store = Store::open(dir, limits, hub.engine_sink())
+        .map_err(|message| ConfigError::new("store", message))?;
+    Ok(Box::new(store))
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -95,19 +133,37 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What the hub thread takes besides its socket, config and channel.
+struct Extras {
+    schemas: Option<Schemas>,
+    signals: Option<async_signal::Signals>,
+    /// The stdio hook transport, when a hook is `stdio`, and its router's end.
+    stdio: Option<hook::Stdio>,
+    router: Option<Receiver<StdioRouted>>,
+}
+
 /// The hub thread: one executor running the hub task, the accept loop and
 /// every connection, until the hub has drained.
 fn run(
     listener: std::net::TcpListener,
     config: Config,
-    epoch: String,
+    engine: Box<dyn Engine>,
     hub: HubClient,
     commands: Receiver<crate::hub::Command>,
-    schemas: Option<Schemas>,
-    signals: Option<async_signal::Signals>,
+    extras: Extras,
 ) {
+    let Extras {
+        schemas,
+        signals,
+        stdio,
+        router,
+    } = extras;
     let executor = Rc::new(LocalExecutor::new());
     let spawner = Spawner::new(&executor);
+    let hooks = Rc::new(Hooks::new(&config, stdio));
+    if let Some(router) = router {
+        spawner.spawn(hook::route_stdio(router));
+    }
     let grace = config.shutdown_grace;
     smol::block_on(executor.run(async {
         let listener = match Async::new(listener) {
@@ -127,20 +183,29 @@ fn run(
             config: config.clone(),
             spawner: spawner.clone(),
             shutdown,
-            epoch: epoch.as_str().into(),
+            epoch: engine.epoch().into(),
+            hooks: hooks.clone(),
         });
-        let addr = listener.get_ref().local_addr().ok();
+        let addr = listener.get_ref().local_addr().unwrap_or(config.bind);
         spawner.spawn(accept_loop(listener, ctx));
         let (force_tx, force) = async_channel::bounded::<()>(1);
         if let Some(signals) = signals {
             spawner.spawn(signal_loop(signals, hub.clone(), force_tx));
         }
         tracing::info!(
-            epoch = as_json(&epoch),
-            addr = opt_json(addr),
+            epoch = as_json(engine.epoch()),
+            addr = as_json(addr),
+            engine = as_json(engine.kind()),
             "hub started"
         );
-        Hub::new(config, epoch, schemas, task).run(commands).await;
+        let parts = HubParts {
+            schemas,
+            tasks: task,
+            hooks,
+            spawner: spawner.clone(),
+            me: hub.downgrade(),
+        };
+        Hub::new(config, engine, parts).run(commands).await;
         trigger.fire();
         // Every connection has been sent a close frame; give their closing
         // handshakes until the grace period ends, or a second signal. The
@@ -224,9 +289,23 @@ pub struct Handle {
     epoch: Arc<str>,
     hub: HubClient,
     stopped: Receiver<()>,
+    stdio_replies: Option<StdioReplies>,
 }
 
 impl Handle {
+    /// Hands in a stdin line that carries `hook_reply` (section 10): the
+    /// answer to a `stdio` hook request. `Err` says why it was not taken
+    /// (no hook is `stdio`, or the line is malformed).
+    pub fn hook_reply(
+        &self,
+        line: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        match &self.stdio_replies {
+            Some(replies) => replies.reply(line),
+            None => Err("no hook is configured as `stdio`".into()),
+        }
+    }
+
     /// The bound address (with the real port when `bind` asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

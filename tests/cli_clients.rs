@@ -304,3 +304,34 @@ fn killing_the_companion_stops_its_hub() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn publish_names_the_hub_by_its_url_for_a_hub_that_allows_names_only() {
+    let hub = TestHub::with_config(|c| {
+        c.allowed_hosts = wshub::AllowedHosts::List(vec!["localhost".into()]);
+    });
+    let port = hub.handle().addr().port();
+    smol::block_on(async {
+        let out = wshub()
+            .args([
+                "publish",
+                "--url",
+                &format!("http://localhost:{port}"),
+                "--room",
+                "named",
+                "--type",
+                "t",
+                "--payload",
+                "{}",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "Host is the URL's name, not the address: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["seq"], 1);
+    });
+}

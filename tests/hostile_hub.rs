@@ -12,13 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wshub::testing::{TestHub, http, within};
 
-/// One series of the hub's `/metrics`.
-async fn metric(hub: &TestHub, series: &str) -> f64 {
-    let text = hub.request("GET", "/metrics", None).await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
+mod common;
+
+use common::metric;
 
 /// `GET /api/rooms` as room name to (subscribers, last_seq).
 async fn rooms(hub: &TestHub) -> BTreeMap<String, (u64, u64)> {
@@ -136,8 +132,9 @@ fn a_history_flood_pushes_out_the_oldest_events_of_the_whole_hub() {
             }
         }
 
-        let held_bytes = metric(&hub, "wshub_history_bytes").await as usize;
-        let held = metric(&hub, "wshub_history_events").await as u64;
+        let m = hub.request("GET", "/metrics", None).await.text();
+        let held_bytes = metric(&m, "wshub_history_bytes") as usize;
+        let held = metric(&m, "wshub_history_events") as u64;
         assert!(held_bytes <= BUDGET, "{held_bytes}");
         assert!(
             held_bytes > BUDGET - 1500,
@@ -212,7 +209,8 @@ fn a_history_flood_pushes_out_the_oldest_events_of_the_whole_hub() {
         }
         let listed = rooms(&hub).await;
         assert_eq!(listed.keys().collect::<Vec<_>>(), ["flood-0", "flood-9"]);
-        let now_held = metric(&hub, "wshub_history_events").await as u64;
+        let m = hub.request("GET", "/metrics", None).await.text();
+        let now_held = metric(&m, "wshub_history_events") as u64;
         let (unavailable, replayed) = resume_from_zero(&hub, &names[9..]).await;
         let last = PER_ROOM + 2 * held;
         assert_eq!(
@@ -221,6 +219,16 @@ fn a_history_flood_pushes_out_the_oldest_events_of_the_whole_hub() {
             "oldest_seq moved up"
         );
         assert!(replayed.is_empty());
+
+        // A forgotten room made again continues its seq: a client that saw
+        // flood-1's seq 20 never sees another event numbered 20.
+        let again = hub.publish("flood-1", "blob", json!({})).await;
+        assert_eq!(again["seq"], PER_ROOM + 1, "the seq goes on, not back to 1");
+        let mut late = hub.client("").await;
+        late.send(json!({"type": "subscribe", "rooms": ["flood-1"], "since": {"flood-1": 5}, "epoch": hub.handle().epoch()}))
+            .await;
+        let err = late.expect("error").await;
+        assert_eq!(err["payload"]["code"], "history_unavailable");
 
         // The honest client was never disturbed.
         hub.publish("flood-0", "blob", json!({"n": 21})).await;
@@ -287,12 +295,12 @@ fn a_subscribe_past_max_rooms_per_connection_is_refused_whole() {
         );
         let health = hub.request("GET", "/health", None).await.json();
         assert_eq!(health["connections"], 3);
+        let m = hub.request("GET", "/metrics", None).await.text();
         assert_eq!(
             metric(
-                &hub,
+                &m,
                 "wshub_handshake_rejections_total{code=\"too_many_rooms\"}"
-            )
-            .await,
+            ),
             1.0
         );
         assert!(!rooms(&hub).await.contains_key("w"));
@@ -405,7 +413,8 @@ fn thousands_of_rooms_in_descending_order_do_not_stall_the_hub() {
         let listed = rooms(&hub).await;
         assert_eq!(listed.len(), ROOMS);
         assert!(listed.values().all(|&(subscribers, _)| subscribers == 1));
-        assert_eq!(metric(&hub, "wshub_rooms").await as usize, ROOMS);
+        let m = hub.request("GET", "/metrics", None).await.text();
+        assert_eq!(metric(&m, "wshub_rooms") as usize, ROOMS);
 
         let started = Instant::now();
         heavy.close().await;
@@ -454,7 +463,8 @@ fn unsubscribe_and_disconnect_remove_every_membership() {
         a.close().await;
         b.close().await;
         wait_for_no_rooms(&hub).await;
-        assert_eq!(metric(&hub, "wshub_rooms").await, 0.0);
+        let m = hub.request("GET", "/metrics", None).await.text();
+        assert_eq!(metric(&m, "wshub_rooms"), 0.0);
 
         // A member leaving a room with history leaves the room, not the history.
         let mut c = hub.client("?rooms=kept").await;

@@ -11,7 +11,7 @@ use futures_lite::StreamExt;
 use serde_json::{Value, json};
 mod common;
 
-use common::{connection_count, metric, wait_for_connections};
+use common::{connection_count, disconnects, metric, wait_for_connections};
 use wshub::testing::{Closed, TestClient, TestHub, connect_raw};
 
 /// A socket that upgraded to `/ws{query}` and then neither reads nor writes.
@@ -191,12 +191,16 @@ fn no_entry_is_left_behind_after_any_kind_of_disconnect() {
         let mut big = hub.client("?rooms=r").await;
         big.send_raw(Message::text("x".repeat(5000))).await;
         assert_eq!(big.expect_close().await, Closed::Code(1009));
-        // 4000.
-        let mut silent = hub.client("?rooms=r").await;
-        // Silence: reading would answer the hub's Pings (tungstenite does),
-        // so this client reads nothing for longer than heartbeat_timeout.
-        smol::Timer::after(Duration::from_millis(800)).await;
-        assert_eq!(silent.expect_close().await, Closed::Code(4000));
+        // 4000. A client that reads would answer the hub's Pings (tungstenite
+        // does), so the silent peer is a raw socket that neither reads nor
+        // writes; with everyone before it gone, the registry empties only
+        // once the heartbeat timeout frees it.
+        wait_for_connections(&hub, 0, &mut []).await;
+        let timeouts = disconnects(&hub, "heartbeat_timeout").await;
+        let silent = raw_websocket(&hub, "?rooms=r");
+        wait_for_connections(&hub, 0, &mut []).await;
+        assert_eq!(disconnects(&hub, "heartbeat_timeout").await, timeouts + 1.0);
+        drop(silent);
         // 4003, by an admin.
         let mut kicked = hub.client("?rooms=r").await;
         let r = hub

@@ -20,6 +20,10 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             if path.extension().is_none_or(|e| e != "rs") {
                 continue;
             }
+            // The body of a `#[cfg(test)] mod tests;`: unit tests, left out.
+            if path.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
             let relative = path.strip_prefix(&src).expect("under src");
             let first = relative.components().next().expect("a path");
             let module = first
@@ -31,16 +35,10 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("a readable source");
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
             let names = graph.entry(module.clone()).or_default();
-            for line in code.lines().map(str::trim_start) {
-                if line.starts_with("//") {
-                    continue;
-                }
-                for used in crate_paths(line) {
-                    if used != module {
-                        names.insert(used);
-                    }
+            for used in crate_paths(&code(&text)) {
+                if used != module {
+                    names.insert(used);
                 }
             }
         }
@@ -48,20 +46,63 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
-/// The first segment of every `crate::…` path on a line, including those
-/// inside `use crate::{a, b::c}`.
-fn crate_paths(line: &str) -> Vec<String> {
+/// A source without its `//` comment lines and without its unit tests
+/// (everything from a `#[cfg(test)]` that opens `mod tests`). A
+/// `#[cfg(test)]` on any other item leaves the code after that item in.
+fn code(text: &str) -> String {
+    let code: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    let code = code.join("\n");
+    let tests = code.match_indices("#[cfg(test)]").find(|(i, attr)| {
+        code[i + attr.len()..]
+            .trim_start()
+            .strip_prefix("mod tests")
+            .is_some_and(|r| r.starts_with([' ', '{', ';', '\n']))
+    });
+    match tests {
+        Some((i, _)) => code[..i].to_string(),
+        None => code,
+    }
+}
+
+/// The first segment of every `crate::…` path in `code`, including each
+/// item of a `use crate::{a, b::{c, d}}` group, across lines.
+fn crate_paths(code: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, _) in line.match_indices("crate::") {
-        let rest = &line[i + "crate::".len()..];
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let group = group.split('}').next().unwrap_or("");
-            out.extend(group.split(',').filter_map(segment));
+            out.extend(top_level_items(group).into_iter().filter_map(segment));
         } else if let Some(name) = segment(rest) {
             out.push(name);
         }
     }
     out
+}
+
+/// The comma-separated items of a `{…}` group whose opening brace has been
+/// consumed, up to its closing brace; nested groups stay inside their item.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0usize, 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..i]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
 }
 
 fn segment(path: &str) -> Option<String> {

@@ -330,6 +330,20 @@ export class WsHub {
   }
 
   /**
+   * Asks the app behind the hub (its `rpc_hook`, PROTOCOL.md section 10).
+   * Resolves with the app's `result`; rejects with a {@link WsHubError}
+   * carrying the app's own code when it refuses, `hook_unavailable` when
+   * it cannot answer, or `rate_limited` past 16 waiting calls.
+   * @param {string} method 1 to 128 characters.
+   * @param {unknown} [params] Any JSON value (default null).
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<unknown>}
+   */
+  rpc(method, params = null, options = {}) {
+    return this.#request({ type: 'rpc', method, params }, options).then((reply) => reply.payload.result);
+  }
+
+  /**
    * Sends any client message (PROTOCOL.md section 4) and resolves with the
    * reply carrying the same `ref` (one is made if the message has none).
    * Rejects with a {@link WsHubError}: the hub's `error` reply, or

@@ -1,4 +1,4 @@
-//! `wshub bench --attack KIND`: one hostile peer against a hub, measured
+//! `wshub-bench --attack KIND`: one hostile peer against a hub, measured
 //! from outside (docs/limits.md). The run finds or starts the hub, reads
 //! its RSS and open files at rest, connects an honest client that times
 //! `ping` → `pong` throughout ([`Probe`]), lets one attacker from

@@ -1,4 +1,4 @@
-//! The four attackers of `wshub bench --attack`, each on loopback, bounded
+//! The four attackers of `wshub-bench --attack`, each on loopback, bounded
 //! by a deadline and by the hub's RSS passing the cap (the sampler's flag),
 //! and each leaving (closing every socket) before it returns:
 //!

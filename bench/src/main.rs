@@ -83,6 +83,9 @@ struct Options {
     /// A flag for the wshub the bench starts, e.g. --hub-arg=--send-queue=4096 (repeatable)
     #[arg(long = "hub-arg", value_name = "FLAG", allow_hyphen_values = true)]
     hub_args: Vec<String>,
+    /// Give the wshub the bench starts this `store` directory (a fresh one per run is best)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "hub_cmd"])]
+    store: Option<std::path::PathBuf>,
     /// Subscriber connections, all in one room [default: 1000; 300 with --smoke]
     #[arg(long, short = 'n', value_name = "N")]
     subscribers: Option<usize>,
@@ -226,6 +229,9 @@ impl Plan {
             })
         });
         let mut hub_args = args.hub_args.clone();
+        if let Some(store) = &args.store {
+            hub_args.push(format!("--store={}", store.display()));
+        }
         if args.publish_via == Via::Ws && !hub_args.iter().any(|a| a.contains("rate-limit")) {
             // One publisher connection sends far above the default 100/s.
             hub_args.push("--rate-limit-per-s=0".into());

@@ -291,7 +291,7 @@ impl Report {
         let t = &self.target;
         let _ = writeln!(
             out,
-            "wshub bench: {} subscribers in room {} at {} ({}{})",
+            "wshub-bench: {} subscribers in room {} at {} ({}{})",
             s.subscribers,
             s.room,
             t.addr,

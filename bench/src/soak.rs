@@ -1,4 +1,4 @@
-//! `wshub bench --soak`: cycles of a large [`Crowd`] that connects,
+//! `wshub-bench --soak`: cycles of a large [`Crowd`] that connects,
 //! subscribes, receives and leaves — a third leaving normally (Close
 //! 1000), a third as slow consumers the hub must close with 4009, a third
 //! going silent with the socket open, as a peer that vanished without a

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use wshub::client::{Client, Subscriber, Update, http};
-use wshub::log::as_json;
+use wshub::log::{as_json, opt_json};
 
 /// How long `publish` waits for the hub's reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,11 +92,16 @@ pub(crate) fn listen(args: ListenArgs) -> ExitCode {
                 Update::HubError(message) => {
                     tracing::warn!(error = as_json(&message["payload"]), "hub error")
                 }
-                Update::Disconnected { reason, retry_in } => tracing::warn!(
-                    reason = as_json(reason),
-                    in_ms = as_json(retry_in.as_millis() as u64),
-                    "disconnected; reconnecting"
-                ),
+                Update::Disconnected {
+                    close_code,
+                    error: None,
+                } => tracing::warn!(close_code = opt_json(close_code), "disconnected"),
+                Update::Disconnected {
+                    error: Some(error), ..
+                } => tracing::warn!(error = as_json(error), "cannot connect"),
+                Update::Reconnecting { delay } => {
+                    tracing::info!(in_ms = as_json(delay.as_millis() as u64), "reconnecting")
+                }
                 Update::Closed(code) => {
                     tracing::error!(close_code = as_json(code), "closed for good");
                     return ExitCode::FAILURE;
@@ -151,17 +156,11 @@ async fn publish_http(args: &PublishArgs, payload: Value) -> ExitCode {
         return ExitCode::from(2);
     };
     let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let addr = match smol::net::resolve(authority)
-        .await
-        .ok()
-        .and_then(|a| a.into_iter().next())
-    {
-        Some(addr) => addr,
-        None => {
-            tracing::error!(url = as_json(&args.url), "cannot resolve the hub's address");
-            return ExitCode::from(2);
-        }
-    };
+    let addrs = smol::net::resolve(authority).await.unwrap_or_default();
+    if addrs.is_empty() {
+        tracing::error!(url = as_json(&args.url), "cannot resolve the hub's address");
+        return ExitCode::from(2);
+    }
     let mut body = json!({"type": args.kind, "payload": payload});
     if let Some(room) = &args.room {
         body["room"] = json!(room);
@@ -170,17 +169,28 @@ async fn publish_http(args: &PublishArgs, payload: Value) -> ExitCode {
         body["user"] = json!(user);
     }
     let auth = args.token.as_ref().map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
+    // The name in the URL, not the address it resolved to: a hub whose
+    // allowed_hosts lists names refuses an IP literal.
+    let mut headers = vec![("Content-Type", "application/json"), ("Host", authority)];
     if let Some(auth) = &auth {
         headers.push(("Authorization", auth.as_str()));
     }
     let path = format!("/{}/api/events", base.trim_matches('/')).replace("//", "/");
-    let reply = match http(addr, "POST", &path, &headers, Some(&body.to_string())).await {
-        Ok(reply) => reply,
-        Err(e) => {
+    // `localhost` may resolve to ::1 and 127.0.0.1: the first that answers.
+    let mut outcome = None;
+    for addr in addrs {
+        outcome = Some(http(addr, "POST", &path, &headers, Some(&body.to_string())).await);
+        if matches!(outcome, Some(Ok(_))) {
+            break;
+        }
+    }
+    let reply = match outcome {
+        Some(Ok(reply)) => reply,
+        Some(Err(e)) => {
             tracing::error!(error = as_json(e.to_string()), "cannot publish");
             return ExitCode::FAILURE;
         }
+        None => return ExitCode::FAILURE,
     };
     if reply.status == 202 {
         println!("{}", reply.text());

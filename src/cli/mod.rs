@@ -197,6 +197,23 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return bad_setting(&e),
     };
     config.handle_signals = true;
+    if !args.stdin_events {
+        let stdio = [
+            ("connect_hook", &config.connect_hook),
+            ("subscribe_hook", &config.subscribe_hook),
+            ("publish_hook", &config.publish_hook),
+            ("rpc_hook", &config.rpc_hook),
+            ("disconnect_hook", &config.disconnect_hook),
+        ]
+        .into_iter()
+        .find(|(_, url)| matches!(url, Some(wshub::config::HookUrl::Stdio)));
+        if let Some((name, _)) = stdio {
+            return bad_setting(&ConfigError::new(
+                name,
+                "`stdio` needs --stdin-events (the answers come in on stdin)",
+            ));
+        }
+    }
     JsonLines::install(level);
     raise_file_limit();
     let handle = match wshub::serve(config) {

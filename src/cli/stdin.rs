@@ -1,6 +1,7 @@
 //! Sidecar mode (`--stdin-events`): each stdin line is an event as for
 //! `POST /api/events`; when stdin closes, or the parent process is gone,
-//! the hub drains and stops, so a companion that dies takes its hub with it.
+//! the hub drains and stops, and a line with `hook_reply` answers a
+//! `stdio` hook request; so a companion that dies takes its hub with it.
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -20,6 +21,19 @@ pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead) {
             continue;
         }
         let line_no = index + 1;
+        // A `hook_reply` answers a stdio hook request (section 10).
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(&line)
+            && obj.contains_key("hook_reply")
+        {
+            if let Err(e) = handle.hook_reply(&obj) {
+                tracing::warn!(
+                    line = as_json(line_no),
+                    error = as_json(&e),
+                    "stdin hook_reply skipped"
+                );
+            }
+            continue;
+        }
         let publish = match Publish::from_json(line.as_bytes()) {
             Ok(publish) => publish,
             Err(e) => {

@@ -60,7 +60,10 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`),
-/// answered within [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT).
+/// answered within [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT). The `Host`
+/// header is `addr` unless `headers` has one: pass the name the hub is
+/// known by (`("Host", "hub.example:8000")`) when its `allowed_hosts`
+/// lists names only.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -68,7 +71,10 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<HttpResponse, ClientError> {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -14,6 +14,7 @@
 //!     while let Some(update) = scans.next().await {
 //!         match update {
 //!             Update::Event(event) => println!("{event}"),
+//!             Update::Reconnecting { delay } => eprintln!("reconnecting in {delay:?}"),
 //!             Update::Closed(code) => eprintln!("closed for good: {code}"),
 //!             _ => {}
 //!         }

@@ -33,12 +33,19 @@ pub enum Update {
     Event(Value),
     /// An `error` from the hub (`history_unavailable`, `forbidden`, …).
     HubError(Value),
-    /// The connection ended; a reconnect follows after `retry_in`.
+    /// The connection ended, or an attempt to open one failed; a
+    /// [`Update::Reconnecting`] follows.
     Disconnected {
-        /// What ended it.
-        reason: String,
-        /// The wait before the next attempt.
-        retry_in: Duration,
+        /// The close code, when the hub sent a close frame.
+        close_code: Option<u16>,
+        /// What went wrong otherwise (a dropped socket, no heartbeat, a
+        /// refused connection).
+        error: Option<String>,
+    },
+    /// The next attempt starts after `delay` (backoff with jitter).
+    Reconnecting {
+        /// Exactly how long the subscriber waits.
+        delay: Duration,
     },
     /// The hub closed for good (4003 by an admin, 1008 for abuse): no
     /// reconnect follows, and the stream ends.
@@ -55,6 +62,8 @@ pub struct Subscriber {
     silence: Duration,
     attempt: u64,
     backoff: Duration,
+    /// The wait before the next attempt, as announced.
+    delay: Duration,
     connected_at: Instant,
     ready: VecDeque<Update>,
     done: bool,
@@ -73,6 +82,7 @@ impl Subscriber {
             silence: FIRST_SILENCE,
             attempt: 0,
             backoff: FIRST_BACKOFF,
+            delay: Duration::ZERO,
             connected_at: Instant::now(),
             ready: VecDeque::new(),
             done: false,
@@ -104,18 +114,22 @@ impl Subscriber {
                     self.done = true;
                     return Some(Update::Closed(code));
                 }
-                Next::Closed(Closed::Code(code)) => self.lost(format!("closed with {code}")),
-                Next::Closed(Closed::Dropped) => self.lost("the connection dropped".into()),
-                Next::TimedOut => self.lost("no heartbeat within the heartbeat timeout".into()),
+                Next::Closed(Closed::Code(code)) => self.lost(Some(code), None),
+                // No close frame: ended, with nothing more to say.
+                Next::Closed(Closed::Dropped) => self.lost(None, None),
+                Next::TimedOut => {
+                    self.lost(
+                        None,
+                        Some("no heartbeat within the heartbeat timeout".into()),
+                    );
+                }
             }
         }
     }
 
     async fn connect(&mut self) {
         if self.attempt > 0 {
-            // Jitter spreads the reconnects of many consumers after a restart.
-            let wait = self.backoff.mul_f64(0.5 + fastrand::f64());
-            smol::Timer::after(wait).await;
+            smol::Timer::after(self.delay).await;
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         }
         self.attempt += 1;
@@ -154,21 +168,29 @@ impl Subscriber {
         }
     }
 
-    fn lost(&mut self, reason: String) {
+    fn lost(&mut self, close_code: Option<u16>, error: Option<String>) {
         self.client = None;
         if self.connected_at.elapsed() >= STABLE_AFTER {
             self.backoff = FIRST_BACKOFF;
         }
-        self.ready.push_back(Update::Disconnected {
-            reason,
-            retry_in: self.backoff,
-        });
+        self.ready
+            .push_back(Update::Disconnected { close_code, error });
+        self.announce_retry();
     }
 
     fn failed(&mut self, error: &ClientError) {
         self.ready.push_back(Update::Disconnected {
-            reason: error.to_string(),
-            retry_in: self.backoff,
+            close_code: None,
+            error: Some(error.to_string()),
         });
+        self.announce_retry();
+    }
+
+    /// Picks the next wait and says so: jitter spreads the reconnects of
+    /// many consumers after a restart.
+    fn announce_retry(&mut self) {
+        self.delay = self.backoff.mul_f64(0.5 + fastrand::f64());
+        self.ready
+            .push_back(Update::Reconnecting { delay: self.delay });
     }
 }

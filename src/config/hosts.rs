@@ -74,17 +74,9 @@ pub fn normalize_host(text: &str) -> Option<String> {
 /// Parses the items of `allowed_hosts`: `*`, or host names and IP
 /// addresses without ports.
 pub(crate) fn parse_hosts(items: &[String]) -> Result<AllowedHosts, String> {
-    let items: Vec<&str> = items
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.is_empty() {
-        return Err("must list at least one host, or `*`".into());
-    }
-    if items.contains(&"*") {
+    let Some(items) = super::value::list_or_star(items, "host")? else {
         return Ok(AllowedHosts::Any);
-    }
+    };
     let mut list: Vec<String> = Vec::with_capacity(items.len());
     for item in items {
         let host = normalize_host(item).ok_or_else(|| {

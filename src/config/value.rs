@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{AllowedHosts, AllowedOrigins, hosts};
+use super::{AllowedHosts, AllowedOrigins, HookUrl, hosts};
 
 /// A setting's raw value: text from a flag, a variable or a TOML scalar, or
 /// a TOML array of strings.
@@ -47,6 +47,34 @@ pub(crate) fn secret(raw: &Raw) -> Result<Option<String>, String> {
 /// A file path that must not be empty.
 pub(crate) fn path(raw: &Raw) -> Result<Option<PathBuf>, String> {
     non_empty(raw.text()?).map(|p| Some(PathBuf::from(p)))
+}
+
+/// A hook URL: `http://…` or `stdio`.
+pub(crate) fn hook(raw: &Raw) -> Result<Option<HookUrl>, String> {
+    HookUrl::parse(non_empty(raw.text()?)?.as_str()).map(Some)
+}
+
+/// Header names, lower-cased; an empty value forwards none.
+pub(crate) fn header_names(raw: &Raw) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for item in raw
+        .items()
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        if !item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(format!("`{item}` is not a header name"));
+        }
+        let name = item.to_ascii_lowercase();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// A duration.
@@ -143,18 +171,27 @@ fn non_empty(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_origins(items: &[String]) -> Result<AllowedOrigins, String> {
+/// The trimmed, non-empty items of an allowlist, or `None` for `*` (any);
+/// an empty list is refused, naming what it should list.
+pub(crate) fn list_or_star<'a>(
+    items: &'a [String],
+    what: &str,
+) -> Result<Option<Vec<&'a str>>, String> {
     let items: Vec<&str> = items
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .collect();
     if items.is_empty() {
-        return Err("must list at least one origin, or `*`".into());
+        return Err(format!("must list at least one {what}, or `*`"));
     }
-    if items.contains(&"*") {
+    Ok((!items.contains(&"*")).then_some(items))
+}
+
+fn parse_origins(items: &[String]) -> Result<AllowedOrigins, String> {
+    let Some(items) = list_or_star(items, "origin")? else {
         return Ok(AllowedOrigins::Any);
-    }
+    };
     items
         .iter()
         .map(|o| {

@@ -35,7 +35,7 @@ use async_channel::Receiver;
 
 use crate::executor::Spawner;
 use crate::hub::{Command, ConnId, HubClient};
-use crate::outlet::{Link, Outbound, Outlet};
+use crate::outlet::{Link, Outbound, Outlet, PongSlot};
 use crate::protocol::{CloseCode, DecodeError, Encoding, ErrorCode, ProtocolError, decode};
 use crate::shutdown::TaskGuard;
 use frame::{Inbound, Violation};
@@ -57,6 +57,8 @@ pub(crate) struct Queues {
     /// The reader's own outlet: Pongs, closes and the echo of a client's
     /// Close go through the writer like everything else.
     reader_outlet: Outlet,
+    /// The newest unsent Pong, shared by the reader and the writer.
+    pong: PongSlot,
 }
 
 /// The hub's outlet to a new connection on `link`, and the rest of its pipes.
@@ -66,6 +68,7 @@ pub(crate) fn pipes(link: &Arc<Link>) -> (Outlet, Queues) {
     let pipes = Queues {
         outbound_rx,
         reader_outlet: outlet.clone(),
+        pong: PongSlot::default(),
     };
     (outlet, pipes)
 }
@@ -102,6 +105,7 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         shutdown_grace: conn.shutdown_grace,
         write_timeout: conn.write_timeout,
         task: conn.task,
+        pong: pipes.pong.clone(),
     };
     let now = Instant::now();
     let reader = Reader {
@@ -110,6 +114,7 @@ pub(crate) fn start(link: Arc<Link>, leftover: Vec<u8>, conn: Upgraded, spawner:
         encoding: conn.encoding,
         hub: conn.hub,
         outlet: pipes.reader_outlet,
+        pong: pipes.pong,
         inbox: Inbox::new(conn.max_message_bytes),
         leftover,
         send_queue: conn.send_queue,
@@ -166,6 +171,7 @@ struct Reader {
     encoding: Encoding,
     hub: HubClient,
     outlet: Outlet,
+    pong: PongSlot,
     inbox: Inbox,
     /// Bytes read past the request head, decoded first.
     leftover: Vec<u8>,
@@ -283,7 +289,7 @@ impl Reader {
                 if let Some(step) = self.over_rate(now) {
                     return step;
                 }
-                if !self.outlet.pong(&payload, self.send_queue) {
+                if !self.outlet.pong(&self.pong, &payload, self.send_queue) {
                     return NextStep::End(self.close(CloseCode::SlowConsumer));
                 }
                 return self.alive(now);

@@ -49,6 +49,8 @@ pub(crate) fn start_stream(link: Arc<Link>, stream: Stream, spawner: &Spawner) {
         shutdown_grace: stream.shutdown_grace,
         write_timeout: stream.write_timeout,
         task: stream.task,
+        // A stream never gets a Ping, so it never has a Pong to send.
+        pong: stream.pipes.pong,
     };
     spawner.spawn(writer.run());
     spawner.spawn(watch(

@@ -19,7 +19,7 @@ use socket2::SockRef;
 
 use std::sync::Arc;
 
-use crate::outlet::{Link, Outbound};
+use crate::outlet::{Link, Outbound, PongSlot};
 use crate::protocol::{CloseCode, PING_FRAME, close_frame};
 use crate::shutdown::TaskGuard;
 
@@ -38,6 +38,8 @@ pub(super) struct Writer {
     pub write_timeout: Duration,
     /// Dropped once the socket is finished: the drain waits for it.
     pub task: TaskGuard,
+    /// The newest unsent Pong, which the reader fills.
+    pub pong: PongSlot,
 }
 
 /// How a batch went.
@@ -173,7 +175,7 @@ impl Writer {
     fn gather(&self, item: Outbound, items: &mut Vec<Outbound>) {
         match item {
             Outbound::Pong => {
-                let pong = self.link.take_pong();
+                let pong = self.pong.take();
                 items.extend(pong.map(|frame| Outbound::Rest(Bytes::from(frame))));
             }
             other => items.push(other),

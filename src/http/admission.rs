@@ -12,6 +12,7 @@ use futures_lite::AsyncWriteExt;
 use smol::Async;
 
 use super::Context;
+use super::connect_hook::Kept;
 use super::access::{bearer, request_origin_allowed};
 use super::request::Request;
 use super::response::{Response, write_all_within};
@@ -103,16 +104,59 @@ pub(super) async fn refuse(
     correlation_id: &str,
     ctx: &Context,
 ) {
-    tracing::info!(
-        correlation_id = as_json(correlation_id),
-        ip = as_json(peer.ip()),
-        status = as_json(refusal.status),
-        code = as_json(refusal.error.code),
-        message = as_json(&refusal.error.message),
-        "handshake rejected"
+    log_refusal(
+        peer,
+        refusal.status,
+        refusal.error.code.as_str(),
+        &refusal.error.message,
+        correlation_id,
     );
     let mut response = Response::refusal(refusal);
     response.headers.extend(headers);
+    send_and_close(stream, &response, correlation_id, ctx).await;
+}
+
+/// Answers a request the app's hooks kept out (their own code, or
+/// `hook_unavailable` with `Retry-After`), then closes the socket.
+pub(super) async fn refuse_kept(
+    stream: &Async<TcpStream>,
+    peer: SocketAddr,
+    kept: &Kept,
+    headers: Vec<(&'static str, String)>,
+    correlation_id: &str,
+    ctx: &Context,
+) {
+    let (status, code, message) = kept.response();
+    ctx.hub.rejected_by(code.clone()).await;
+    log_refusal(peer, status, &code, &message, correlation_id);
+    let mut response = Response::json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message}}),
+    );
+    if status == 503 {
+        response = response.with_header("Retry-After", "1");
+    }
+    response.headers.extend(headers);
+    send_and_close(stream, &response, correlation_id, ctx).await;
+}
+
+fn log_refusal(peer: SocketAddr, status: u16, code: &str, message: &str, correlation_id: &str) {
+    tracing::info!(
+        correlation_id = as_json(correlation_id),
+        ip = as_json(peer.ip()),
+        status = as_json(status),
+        code = as_json(code),
+        message = as_json(message),
+        "handshake rejected"
+    );
+}
+
+async fn send_and_close(
+    stream: &Async<TcpStream>,
+    response: &Response,
+    correlation_id: &str,
+    ctx: &Context,
+) {
     let bytes = response.to_bytes(correlation_id, false);
     // The peer may already be gone, or not reading; there is nothing more
     // to tell it.

@@ -11,6 +11,7 @@
 
 mod access;
 mod admission;
+mod connect_hook;
 mod host;
 mod request;
 mod response;
@@ -48,6 +49,8 @@ pub(crate) struct Context {
     pub shutdown: Shutdown,
     /// The hub's epoch, which every SSE stream's cursor carries.
     pub epoch: Arc<str>,
+    /// The app's hooks (the upgrade and the stream ask `connect_hook`).
+    pub hooks: Rc<crate::hook::Hooks>,
 }
 
 /// Serves one accepted socket until it closes, times out or upgrades.
@@ -100,7 +103,10 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             .filter(|id| is_valid_correlation_id(id))
             .map_or_else(new_uuid, str::to_string);
 
-        if ctx.shutdown.is_draining() || ctx.hub.is_closed() {
+        // A foreign Host is refused first, draining or not: a rebinding
+        // page learns nothing, not even that the hub is stopping.
+        let host = host::check(&request, &ctx.config);
+        if host.is_ok() && (ctx.shutdown.is_draining() || ctx.hub.is_closed()) {
             let response = Response::shutting_down();
             let bytes = response.to_bytes(&correlation_id, false);
             let _ = write_all_within(&mut io, &bytes, stall).await;
@@ -123,7 +129,7 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             return;
         }
 
-        let front_door = host::check(&request, &ctx.config)
+        let front_door = host
             .map_err(|refusal| Response::refusal(&refusal))
             .and_then(|()| access::check_origin(&request, &ctx.config));
         let (mut response, in_sync) = match front_door {
@@ -149,7 +155,10 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
         );
         let bytes = response.to_bytes(&correlation_id, keep_alive);
         match write_all_within(&mut io, &bytes, stall).await {
-            Ok(()) if keep_alive => {}
+            // Let everyone else run between two pipelined requests: a
+            // peer that sends hundreds in one write would otherwise keep
+            // the executor while the socket takes its answers.
+            Ok(()) if keep_alive => futures_lite::future::yield_now().await,
             Ok(()) => {
                 let _ = io.close().await;
                 return;

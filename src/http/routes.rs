@@ -331,6 +331,10 @@ fn protocol_error(error: &ProtocolError) -> Response {
     let status = match error.code {
         ErrorCode::BadRequest => 400,
         ErrorCode::Forbidden => 403,
+        ErrorCode::EngineUnavailable => {
+            return Response::error(503, error.code, &error.message)
+                .with_header("Retry-After", "1");
+        }
         _ => 422,
     };
     Response::error(status, error.code, &error.message)

@@ -1,5 +1,6 @@
 //! `GET /sse` (PROTOCOL.md section 12): a request admitted as a WebSocket
-//! handshake is (Host, Origin, token, `?rooms=`, the hub's limits), with
+//! handshake is (Host, Origin, token, `?rooms=`, the app's hooks, the
+//! hub's limits), with
 //! an optional resume cursor, answered `200 text/event-stream` and kept
 //! open as a connection of the hub.
 //!
@@ -13,10 +14,10 @@ use std::sync::Arc;
 use smol::Async;
 
 use super::access::cors_headers;
-use super::admission::{self, Admitted, refuse};
+use super::admission::{self, Admitted, refuse, refuse_kept};
 use super::request::Request;
 use super::response::write_all_within;
-use super::{Context, host};
+use super::{Context, connect_hook, host};
 use crate::auth::Claims;
 use crate::config::Config;
 use crate::connection::{self, Stream};
@@ -96,7 +97,24 @@ pub(crate) async fn open(
             return;
         }
     };
-    let cursor = StreamCursor::new(ctx.epoch.clone(), &checked.rooms);
+    let asked = connect_hook::ask(
+        &request,
+        peer,
+        checked.claims,
+        checked.rooms,
+        Encoding::Sse,
+        &correlation_id,
+        ctx,
+    );
+    let let_in = match asked.await {
+        Ok(let_in) => let_in,
+        Err(kept) => {
+            refuse_kept(&stream, peer, &kept, cors.clone(), &correlation_id, ctx).await;
+            return;
+        }
+    };
+    // The rooms a connect hook's `subscribe` added are in the cursor too.
+    let cursor = StreamCursor::new(ctx.epoch.clone(), &let_in.rooms);
     let link = Arc::new(Link::stream(stream, cursor));
     let (outlet, pipes) = connection::pipes(&link);
     let join = JoinRequest {
@@ -104,8 +122,10 @@ pub(crate) async fn open(
         origin: request.header("origin").map(str::to_string),
         user_agent: request.header("user-agent").map(str::to_string),
         encoding: Encoding::Sse,
-        claims: checked.claims,
-        rooms: checked.rooms,
+        claims: let_in.claims,
+        rooms: let_in.rooms,
+        id: Some(let_in.id),
+        expires_at: let_in.expires_at,
         correlation_id: correlation_id.clone(),
         since: checked.since,
         outlet,

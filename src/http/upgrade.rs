@@ -13,7 +13,7 @@ use smol::Async;
 use super::admission::{self, Admitted, refuse};
 use super::request::Request;
 use super::response::write_all_within;
-use super::{Context, host};
+use super::{Context, connect_hook, host};
 use crate::auth::Claims;
 use crate::config::Config;
 use crate::connection::{self, Upgraded};
@@ -46,11 +46,21 @@ pub(crate) async fn upgrade(
     correlation_id: String,
     ctx: &Context,
 ) {
-    let accepted = match check(&request, &ctx.config) {
+    let mut accepted = match check(&request, &ctx.config) {
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
             refuse(&stream, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
+            return;
+        }
+    };
+    let claims = accepted.claims.take();
+    let rooms = std::mem::take(&mut accepted.rooms);
+    let asked = connect_hook::ask(&request, peer, claims, rooms, accepted.encoding, &correlation_id, ctx);
+    let let_in = match asked.await {
+        Ok(let_in) => let_in,
+        Err(kept) => {
+            admission::refuse_kept(&stream, peer, &kept, Vec::new(), &correlation_id, ctx).await;
             return;
         }
     };
@@ -61,8 +71,10 @@ pub(crate) async fn upgrade(
         origin: request.header("origin").map(str::to_string),
         user_agent: request.header("user-agent").map(str::to_string),
         encoding: accepted.encoding,
-        claims: accepted.claims,
-        rooms: accepted.rooms,
+        claims: let_in.claims,
+        rooms: let_in.rooms,
+        id: Some(let_in.id),
+        expires_at: let_in.expires_at,
         correlation_id: correlation_id.clone(),
         since: None,
         outlet,

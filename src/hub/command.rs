@@ -32,6 +32,11 @@ pub struct JoinRequest {
     pub claims: Option<Claims>,
     /// Rooms from `?rooms=`.
     pub rooms: Vec<String>,
+    /// The connection's ID, when the upgrade chose it already (the connect
+    /// hook names it); a fresh one otherwise.
+    pub id: Option<ConnId>,
+    /// When the connect hook's `expires_at` closes it (Unix seconds).
+    pub expires_at: Option<f64>,
     /// The upgrade request's correlation ID, carried by the welcome.
     pub correlation_id: String,
     /// An SSE stream's resume cursor (`Last-Event-ID` or `?since=`).
@@ -142,6 +147,8 @@ pub(crate) struct SetHealthRequest {
 pub(crate) enum Command {
     Join(Box<JoinRequest>, Sender<Result<Joined, Refusal>>),
     Rejected(ErrorCode),
+    /// An upgrade refused by an app's hook, with its code.
+    RejectedBy(String),
     /// A client message (boxed: the reader's pending send stays small),
     /// with the messages the rate limit dropped before it.
     Message {
@@ -170,6 +177,17 @@ pub(crate) enum Command {
     Rooms(Sender<Vec<RoomInfo>>),
     Room(String, Sender<Option<RoomInfo>>),
     Metrics(Sender<String>),
+    /// Answers from an engine that answers later (the store's thread).
+    Engine(Vec<crate::engine::Answer>),
+    /// A hook call for a connection finished (section 10).
+    HookDone {
+        conn: ConnId,
+        seq: u64,
+        pending: Box<super::hooks::Pending>,
+        called: Vec<crate::hook::Called>,
+    },
+    /// A hook call whose outcome only counts (connect, disconnect).
+    HookObserved(crate::hook::Called),
     Shutdown,
 }
 
@@ -200,6 +218,29 @@ impl HubClient {
         (Self { tx }, rx)
     }
 
+    /// Where an engine sends its answers: into this hub's commands, from
+    /// any thread, waiting while the hub's queue is full.
+    pub fn engine_sink(&self) -> crate::engine::Sink {
+        // Weak: the engine's thread must not keep the hub's queue open.
+        let tx = self.tx.downgrade();
+        Box::new(move |answers| {
+            tx.upgrade()
+                .is_some_and(|tx| tx.send_blocking(Command::Engine(answers)).is_ok())
+        })
+    }
+
+    /// A sender that does not keep the hub's channel open: hook tasks
+    /// report with it, and the hub holds one itself.
+    pub fn downgrade(&self) -> async_channel::WeakSender<Command> {
+        self.tx.downgrade()
+    }
+
+    /// Counts a hook call the hub does not answer.
+    pub async fn hook_observed(&self, called: crate::hook::Called) {
+        // Only a counter; a stopped hub has nothing left to count.
+        let _ = self.send(Command::HookObserved(called)).await;
+    }
+
     /// Whether the hub task has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -222,6 +263,12 @@ impl HubClient {
     pub async fn rejected(&self, code: ErrorCode) {
         // Only a counter; a stopped hub has nothing left to count.
         let _ = self.send(Command::Rejected(code)).await;
+    }
+
+    /// Counts an upgrade refused with `code` (an app's, or `hook_unavailable`).
+    pub async fn rejected_by(&self, code: String) {
+        // Only a counter; a stopped hub has nothing left to count.
+        let _ = self.send(Command::RejectedBy(code)).await;
     }
 
     /// Sends a command that needs no answer; the future is the channel's

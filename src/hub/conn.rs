@@ -59,6 +59,10 @@ pub(crate) struct Conn {
     pub messages_in: u64,
     pub bytes_in: u64,
     pub dropped: u64,
+    /// Hook calls made and not yet answered, in call order.
+    pub hooks: super::hooks::HookQueue,
+    /// When the connect hook's `expires_at` closes it (Unix seconds).
+    pub expires_at: Option<f64>,
 }
 
 impl Conn {

@@ -1,7 +1,8 @@
 //! The hub-wide history budget, `max_history_bytes` (PROTOCOL.md section 5):
 //! every event held in any room's ring, in publish order, and their bytes.
 //! Past the budget the hub's oldest events leave first, whatever their room,
-//! and a room left with neither members nor history is forgotten.
+//! and a room left with neither members nor history is forgotten (its seq
+//! is not: see [`Rooms`]).
 //!
 //! What is counted is [`EventRecord::size`]: each held event's JSON frame
 //! and, once made, its MessagePack frame (the hub keeps both to send them
@@ -13,37 +14,19 @@
 //! pushes out. The ledger holds exactly the events the rings hold, so it is
 //! no larger than they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::room::{EventRecord, Room};
-
-/// The hub's rooms by name; the names are shared with each member's
-/// room set.
-pub(crate) type Rooms = HashMap<Arc<str>, Room>;
-
-/// Forgets room `name` if it has neither members nor history left (the
-/// one rule for when a room ends, PROTOCOL.md section 5).
-pub(crate) fn forget_if_idle(rooms: &mut Rooms, name: &str) {
-    if rooms.get(name).is_some_and(Room::is_idle) {
-        rooms.remove(name);
-    }
-}
-
-/// The room called `name`, made empty if there is none, and its shared name.
-pub(crate) fn open_room<'a>(rooms: &'a mut Rooms, name: &str) -> (Arc<str>, &'a mut Room) {
-    let key = match rooms.get_key_value(name) {
-        Some((key, _)) => key.clone(),
-        None => Arc::from(name),
-    };
-    (key.clone(), rooms.entry(key).or_default())
-}
+use super::room::EventRecord;
+use super::rooms::Rooms;
 
 /// Every event the rooms' rings hold, oldest first, and their total size.
 #[derive(Debug)]
 pub(crate) struct HistoryLedger {
-    /// Serial (growing in publish order) to the event's room.
-    order: BTreeMap<u64, Arc<str>>,
+    /// Serial (growing in publish order) to the event's room and the time
+    /// it was kept (so the oldest first, for `history_ttl`).
+    order: BTreeMap<u64, (Arc<str>, Instant)>,
     /// The [`EventRecord::size`] of every event in `order`.
     bytes: usize,
     /// `max_history_bytes`.
@@ -76,6 +59,18 @@ impl HistoryLedger {
     /// `capacity`), then lets the hub's oldest events go until the budget
     /// holds. The room must exist; with `capacity` 0 nothing is kept.
     pub fn keep(&mut self, rooms: &mut Rooms, name: &str, record: EventRecord, capacity: usize) {
+        self.keep_at(rooms, name, record, capacity, Instant::now());
+    }
+
+    /// [`HistoryLedger::keep`], for an event kept at `at`.
+    pub fn keep_at(
+        &mut self,
+        rooms: &mut Rooms,
+        name: &str,
+        record: EventRecord,
+        capacity: usize,
+        at: Instant,
+    ) {
         if capacity == 0 {
             return;
         }
@@ -88,7 +83,7 @@ impl HistoryLedger {
         self.next_serial += 1;
         let serial = self.next_serial;
         self.bytes += record.size();
-        self.order.insert(serial, key);
+        self.order.insert(serial, (key, at));
         room.remember(serial, record, capacity, |serial, size| {
             self.order.remove(&serial);
             self.bytes -= size;
@@ -106,31 +101,55 @@ impl HistoryLedger {
     /// each room this leaves with neither members nor history.
     pub fn trim(&mut self, rooms: &mut Rooms) {
         while self.bytes > self.limit {
-            let Some((serial, name)) = self.order.pop_first() else {
+            if !self.drop_first(rooms) {
                 // Only a bug could leave bytes counted with no event; start
                 // counting afresh rather than trim every publish from now on.
                 debug_assert_eq!(self.bytes, 0, "bytes counted for no event");
                 self.bytes = 0;
                 break;
-            };
-            let Some(room) = rooms.get_mut(&*name) else {
-                debug_assert!(false, "a ledger entry for a forgotten room");
-                continue;
-            };
-            // The oldest event of the hub is the oldest of its room: every
-            // older one of that room came earlier here and has left.
-            match room.drop_oldest(serial) {
-                Some(size) => self.bytes -= size,
-                None => debug_assert!(false, "a ledger entry its ring does not hold"),
             }
-            forget_if_idle(rooms, &name);
         }
+    }
+
+    /// Drops every event kept before `cutoff` (`history_ttl`), oldest
+    /// first, and forgets each room this leaves idle; returns how many.
+    pub fn expire(&mut self, rooms: &mut Rooms, cutoff: Instant) -> usize {
+        let mut dropped = 0;
+        while self
+            .order
+            .first_key_value()
+            .is_some_and(|(_, (_, at))| *at < cutoff)
+        {
+            self.drop_first(rooms);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Drops the hub's oldest event; `false` if there is none.
+    fn drop_first(&mut self, rooms: &mut Rooms) -> bool {
+        let Some((serial, (name, _))) = self.order.pop_first() else {
+            return false;
+        };
+        let Some(room) = rooms.get_mut(&*name) else {
+            debug_assert!(false, "a ledger entry for a forgotten room");
+            return true;
+        };
+        // The oldest event of the hub is the oldest of its room: every
+        // older one of that room came earlier here and has left.
+        match room.drop_oldest(serial) {
+            Some(size) => self.bytes -= size,
+            None => debug_assert!(false, "a ledger entry its ring does not hold"),
+        }
+        rooms.forget_if_idle(&name);
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::room::Room;
     use crate::protocol::{Encoding, encode};
 
     /// An event of about `size` bytes.
@@ -143,7 +162,7 @@ mod tests {
     }
 
     fn publish(ledger: &mut HistoryLedger, rooms: &mut Rooms, name: &str, size: usize, cap: usize) {
-        let seq = open_room(rooms, name).1.next_seq();
+        let seq = rooms.open(name).1.next_seq();
         ledger.keep(rooms, name, event(seq, size), cap);
     }
 
@@ -152,7 +171,7 @@ mod tests {
         let held: usize = rooms.values().map(Room::history_bytes).sum();
         assert_eq!(ledger.bytes(), held, "ledger bytes are the rings' bytes");
         assert!(ledger.bytes() <= ledger.limit);
-        for name in ledger.order.values() {
+        for (name, _) in ledger.order.values() {
             assert!(rooms.contains_key(name), "no entry for a forgotten room");
         }
     }
@@ -171,7 +190,7 @@ mod tests {
         for _ in 0..5 {
             publish(&mut ledger, &mut rooms, "a", 1000, 100);
         }
-        open_room(&mut rooms, "kept"); // a room with no event stays as it is
+        rooms.open("kept"); // a room with no event stays as it is
         for _ in 0..10 {
             publish(&mut ledger, &mut rooms, "b", 1000, 100);
             assert_consistent(&ledger, &rooms);
@@ -235,9 +254,9 @@ mod tests {
         publish(&mut ledger, &mut rooms, "a", 2000, 10);
         assert_eq!(ledger.len(), 0);
         assert_eq!((ledger.bytes(), oldest(&rooms, "a")), (0, None));
-        // The room was forgotten with its seq: the next event starts at 1.
+        // The room was forgotten, but not its seq: the next event is 3.
         publish(&mut ledger, &mut rooms, "a", 100, 10);
-        assert_eq!(rooms["a"].last_seq(), 1);
+        assert_eq!(rooms["a"].last_seq(), 3);
     }
 
     #[test]
@@ -259,6 +278,29 @@ mod tests {
         ledger.trim(&mut rooms);
         assert_consistent(&ledger, &rooms);
         assert!(ledger.len() < 4, "the transcodings pushed the oldest out");
+    }
+
+    #[test]
+    fn events_older_than_the_ttl_leave_oldest_first() {
+        let mut rooms = Rooms::new();
+        let mut ledger = HistoryLedger::new(usize::MAX);
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        for (i, name) in ["a", "b", "a", "c"].iter().enumerate() {
+            let seq = rooms.open(name).1.next_seq();
+            ledger.keep_at(&mut rooms, name, event(seq, 100), 10, at(i as u64 * 10));
+        }
+        assert_eq!(ledger.expire(&mut rooms, at(15)), 2, "a's first and b's");
+        assert_consistent(&ledger, &rooms);
+        assert_eq!(oldest(&rooms, "a"), Some(2));
+        assert_eq!(
+            oldest(&rooms, "b"),
+            None,
+            "no members and no events: forgotten"
+        );
+        assert_eq!(ledger.expire(&mut rooms, at(15)), 0);
+        assert_eq!(ledger.expire(&mut rooms, at(1000)), 2);
+        assert!(rooms.is_empty());
     }
 
     proptest::proptest! {

@@ -9,12 +9,12 @@
 
 use super::ConnId;
 use super::conn::Conn;
-use super::history::{Rooms, forget_if_idle, open_room};
+use super::rooms::Rooms;
 use crate::protocol::{ErrorCode, ProtocolError};
 
 /// Puts `conn` in room `name` (made if need be); returns the room's last seq.
 pub(super) fn enter(rooms: &mut Rooms, conn: &mut Conn, name: &str) -> u64 {
-    let (name, room) = open_room(rooms, name);
+    let (name, room) = rooms.open(name);
     if conn.rooms.insert(&name) {
         room.join(conn.member());
     }
@@ -26,7 +26,7 @@ pub(super) fn enter(rooms: &mut Rooms, conn: &mut Conn, name: &str) -> u64 {
 pub(super) fn exit(rooms: &mut Rooms, id: ConnId, name: &str) {
     if let Some(room) = rooms.get_mut(name) {
         room.leave(id);
-        forget_if_idle(rooms, name);
+        rooms.forget_if_idle(name);
     }
 }
 

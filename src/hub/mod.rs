@@ -16,13 +16,16 @@ mod admin;
 mod admission;
 mod command;
 mod conn;
+mod durable;
 mod event;
 mod health;
 mod history;
+mod hooks;
 mod idempotency;
 mod membership;
 mod publish;
 mod room;
+mod rooms;
 mod session;
 mod stream;
 
@@ -37,13 +40,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use async_channel::Receiver;
+use std::rc::Rc;
+
+use async_channel::{Receiver, WeakSender};
 use futures_lite::FutureExt;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::auth::unix_now;
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::executor::Spawner;
+use crate::hook::Hooks;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -52,8 +60,9 @@ use crate::protocol::{
 use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
 use health::Health;
-use history::{HistoryLedger, Rooms};
+use history::HistoryLedger;
 use idempotency::IdempotencyKeys;
+use rooms::Rooms;
 /// The liveness sweep runs at least this often (token expiry is due within 1 s).
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// ...and at most this often, however short the heartbeat timeout.
@@ -63,6 +72,10 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) struct Hub {
     config: Config,
     epoch: String,
+    /// What must be remembered: the hub's own memory, or the store.
+    engine: Box<dyn Engine>,
+    /// Publishes and resumes waiting for an engine that answers later.
+    durable: durable::Durable,
     started: Instant,
     /// Boxed: the table stays small as it grows, whatever a `Conn` weighs.
     conns: HashMap<ConnId, Box<Conn>>,
@@ -80,6 +93,20 @@ pub(crate) struct Hub {
     /// Whether nothing else is waiting for the hub: messages are then
     /// written to idle connections at once rather than queued.
     write_through: bool,
+    /// The app's hooks; calls run as tasks of `spawner` and report to `me`.
+    hooks: Rc<Hooks>,
+    spawner: Spawner,
+    /// The hub's own channel, weakly: it must not keep the hub running.
+    me: WeakSender<Command>,
+}
+
+/// What the hub task needs besides its config.
+pub(crate) struct HubParts {
+    pub schemas: Option<crate::schema::Schemas>,
+    pub tasks: TaskGuard,
+    pub hooks: Rc<Hooks>,
+    pub spawner: Spawner,
+    pub me: WeakSender<Command>,
 }
 
 enum Wake {
@@ -89,28 +116,57 @@ enum Wake {
 }
 
 impl Hub {
-    /// A hub with no connections, for the process epoch `epoch`.
-    pub fn new(
-        config: Config,
-        epoch: String,
-        schemas: Option<crate::schema::Schemas>,
-        tasks: TaskGuard,
-    ) -> Self {
+    /// A hub with no connections, starting from what `engine` holds.
+    pub fn new(config: Config, mut engine: Box<dyn Engine>, parts: HubParts) -> Self {
+        let HubParts {
+            schemas,
+            tasks,
+            hooks,
+            spawner,
+            me,
+        } = parts;
+        let recovered = engine.recovered();
+        let mut rooms = Rooms::new();
+        for room in recovered.rooms {
+            if room.oldest_seq > room.last_seq {
+                rooms.forgotten(&room.name, room.last_seq);
+            } else {
+                rooms.insert(
+                    room.name.into(),
+                    room::Room::recovered(room.last_seq, room.oldest_seq),
+                );
+            }
+        }
+        let mut idempotency = IdempotencyKeys::default();
+        for key in recovered.keys {
+            idempotency.insert(key.key, key.reply, key.at);
+        }
+        let mut health = Health::default();
+        let mut metrics = Metrics::default();
+        if !engine.in_place() {
+            health.set("engine", Status::Ok, None);
+            metrics.engine = Some(crate::metrics::EngineMetrics::default());
+        }
         Self {
             history: HistoryLedger::new(config.max_history_bytes),
             config,
-            epoch,
+            epoch: engine.epoch().to_string(),
+            engine,
+            durable: durable::Durable::default(),
             started: Instant::now(),
             conns: HashMap::new(),
-            rooms: Rooms::new(),
+            rooms,
             users: HashMap::new(),
             per_ip: HashMap::new(),
-            health: Health::default(),
-            idempotency: IdempotencyKeys::default(),
-            metrics: Metrics::default(),
+            health,
+            idempotency,
+            metrics,
             schemas,
             tasks,
             write_through: true,
+            hooks,
+            spawner,
+            me,
         }
     }
 
@@ -155,6 +211,8 @@ impl Hub {
                 timer.set_at(next_heartbeat.min(next_sweep));
             }
         }
+        // An engine thread blocked on a full queue is let go first.
+        drop(commands);
         self.drain();
     }
 
@@ -167,6 +225,7 @@ impl Hub {
                 let _ = reply.try_send(outcome);
             }
             Command::Rejected(code) => self.metrics.rejected(code.as_str()),
+            Command::RejectedBy(code) => self.metrics.rejected(&code),
             Command::Message {
                 conn,
                 message,
@@ -194,6 +253,17 @@ impl Hub {
                 close_code,
             } => {
                 self.remove(conn, reason, close_code);
+            }
+            Command::Publish(request) if !self.engine.in_place() => {
+                let request = *request;
+                let origin = durable::Origin::Api(request.reply);
+                self.publish_later(
+                    request.publish,
+                    request.correlation_id,
+                    None,
+                    request.started,
+                    origin,
+                );
             }
             Command::Publish(request) => {
                 let request = *request;
@@ -240,6 +310,14 @@ impl Hub {
             Command::Metrics(reply) => {
                 let _ = reply.try_send(self.render_metrics());
             }
+            Command::Engine(answers) => self.on_engine(answers),
+            Command::HookDone {
+                conn,
+                seq,
+                pending,
+                called,
+            } => self.on_hook_done(conn, seq, *pending, called),
+            Command::HookObserved(called) => self.on_hook_observed(called),
             Command::Shutdown => unreachable!("handled by the run loop"),
         }
     }
@@ -251,7 +329,7 @@ impl Hub {
             return Err(refusal.clone());
         }
         let now = Instant::now();
-        let id = ConnId::random();
+        let id = request.id.unwrap_or_else(ConnId::random);
         let ip = request.peer.ip();
         let user = request.claims.as_ref().map(|c| c.sub.clone());
         let mut conn = Conn {
@@ -269,6 +347,8 @@ impl Hub {
             messages_in: 0,
             bytes_in: 0,
             dropped: 0,
+            hooks: hooks::HookQueue::default(),
+            expires_at: request.expires_at,
         };
         let welcome = json!({
             "connection_id": id,
@@ -289,7 +369,9 @@ impl Hub {
             .as_ref()
             .map(|since| self.stream_resume(&request.rooms, since));
         for room in &request.rooms {
-            membership::enter(&mut self.rooms, &mut conn, room);
+            if !resume.as_ref().is_some_and(|r| r.defers(room)) {
+                membership::enter(&mut self.rooms, &mut conn, room);
+            }
         }
         let welcome = match conn.outlet.cursor() {
             Some(cursor) => self.stream_welcome(cursor, &request.rooms, resume.as_ref(), &env),
@@ -312,8 +394,12 @@ impl Hub {
             "connection opened"
         );
         self.conns.insert(id, Box::new(conn));
-        if let Some(resume) = resume {
+        if let Some(mut resume) = resume {
+            let deferred = std::mem::take(&mut resume.deferred);
             self.stream_catch_up(id, resume, &request.correlation_id);
+            if !deferred.is_empty() {
+                self.defer_stream(id, deferred, &request.correlation_id);
+            }
         }
         Ok(Joined {
             id,
@@ -361,6 +447,14 @@ impl Hub {
             messages_out = as_json(conn.outlet.sent().0),
             "connection closed"
         );
+        let user = conn.user().map(str::to_string);
+        self.disconnect_hook(
+            id,
+            user,
+            reason,
+            close_code,
+            (lasted * 1000.0).round() / 1000.0,
+        );
         Some(conn)
     }
 
@@ -404,7 +498,27 @@ impl Hub {
         correlation_id: &str,
         reference: Option<&str>,
     ) {
-        let mut payload = json!({"code": error.code, "message": error.message});
+        self.send_error_code(
+            id,
+            error.code.as_str(),
+            &error.message,
+            details,
+            correlation_id,
+            reference,
+        );
+    }
+
+    /// [`Hub::send_error`] with any code, such as an app's own (section 10).
+    fn send_error_code(
+        &mut self,
+        id: ConnId,
+        code: &str,
+        message: &str,
+        details: serde_json::Value,
+        correlation_id: &str,
+        reference: Option<&str>,
+    ) {
+        let mut payload = json!({"code": code, "message": message});
         if let (Some(payload), serde_json::Value::Object(extra)) =
             (payload.as_object_mut(), details)
         {
@@ -413,8 +527,8 @@ impl Hub {
         tracing::info!(
             connection_id = as_json(id),
             correlation_id = as_json(correlation_id),
-            code = as_json(error.code),
-            message = as_json(&error.message),
+            code = as_json(code),
+            message = as_json(message),
             "error reply"
         );
         self.send(id, "error", payload, Some(correlation_id), reference);
@@ -451,9 +565,10 @@ impl Hub {
     }
 
     /// Closes silent connections (4000) and expired tokens (4001), and
-    /// forgets old idempotency keys. An SSE stream sends nothing, so only
-    /// its writes tell whether its peer is there (the writer's stall
-    /// timeout); its expired token is told with an `error` before it ends.
+    /// forgets old idempotency keys and events older than `history_ttl`.
+    /// An SSE stream sends nothing, so only its writes tell whether its
+    /// peer is there (the writer's stall timeout); its expired token (or
+    /// connect hook's `expires_at`) is told with an `error` before it ends.
     fn sweep(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let wall = unix_now();
@@ -462,7 +577,9 @@ impl Hub {
             let stream = conn.encoding == Encoding::Sse;
             if !stream && now.duration_since(conn.last_seen) > timeout {
                 due.push((conn.id, CloseCode::HeartbeatTimeout, stream));
-            } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall) {
+            } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall)
+                || conn.expires_at.is_some_and(|at| at <= wall)
+            {
                 due.push((conn.id, CloseCode::TokenExpired, stream));
             }
         }
@@ -474,6 +591,12 @@ impl Hub {
             }
         }
         self.idempotency.prune(now);
+        let ttl = self.config.history_ttl;
+        if !ttl.is_zero()
+            && let Some(cutoff) = now.checked_sub(ttl)
+        {
+            self.history.expire(&mut self.rooms, cutoff);
+        }
     }
 
     /// Refuses new connections and closes every open one with 1001.

@@ -7,7 +7,6 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::history::{forget_if_idle, open_room};
 use super::room::EventRecord;
 use super::{ComponentState, ConnId, Hub, PresenceMember, Status};
 use crate::log::{as_json, opt_json};
@@ -17,8 +16,33 @@ use crate::protocol::{
     new_uuid, timestamp_now,
 };
 
+/// An event checked, numbered and encoded, not yet delivered.
+#[derive(Debug)]
+pub(super) struct Fresh {
+    pub publish: Publish,
+    pub correlation_id: String,
+    pub id: String,
+    pub seq: Option<u64>,
+    /// The generation of the room the seq was reserved in (with a store).
+    pub generation: u32,
+    pub json: Encoded,
+    /// The publishing client, which does not get the event.
+    pub except: Option<ConnId>,
+    pub started: Instant,
+}
+
+/// What [`Hub::prepare`] made of a publish.
+#[derive(Debug)]
+pub(super) enum Prepared {
+    /// A repeated idempotency key: the first publish's reply.
+    Repeat(Published),
+    /// A new event.
+    Fresh(Fresh),
+}
+
 impl Hub {
-    /// Publishes one event; `except` (a publishing client) does not get it.
+    /// Publishes one event at once (the memory engine); `except` (a
+    /// publishing client) does not get it.
     pub(super) fn publish(
         &mut self,
         publish: Publish,
@@ -26,6 +50,23 @@ impl Hub {
         except: Option<ConnId>,
         started: Instant,
     ) -> Result<Published, ProtocolError> {
+        match self.prepare(publish, correlation_id, except, started, false)? {
+            Prepared::Repeat(first) => Ok(first),
+            Prepared::Fresh(fresh) => Ok(self.deliver(fresh)),
+        }
+    }
+
+    /// Checks a publish, answers a repeated idempotency key, and gives a
+    /// room event its seq: taken at once, or only `reserved` while the
+    /// store writes it.
+    pub(super) fn prepare(
+        &mut self,
+        publish: Publish,
+        correlation_id: String,
+        except: Option<ConnId>,
+        started: Instant,
+        reserve: bool,
+    ) -> Result<Prepared, ProtocolError> {
         publish.check()?;
         if let Some(schemas) = &self.schemas {
             schemas.check(&publish.kind, &publish.payload)?;
@@ -33,12 +74,20 @@ impl Hub {
         if let Some(key) = &publish.idempotency_key
             && let Some(first) = self.idempotency.get(key, Instant::now())
         {
-            return Ok(first.clone());
+            return Ok(Prepared::Repeat(first.clone()));
         }
         let id = new_uuid();
-        let seq = match &publish.target {
-            Target::Room(name) => Some(open_room(&mut self.rooms, name).1.next_seq()),
-            _ => None,
+        let (seq, generation) = match &publish.target {
+            Target::Room(name) => {
+                let room = self.rooms.open(name).1;
+                if reserve {
+                    let (seq, generation) = room.reserve_seq();
+                    (Some(seq), generation)
+                } else {
+                    (Some(room.next_seq()), 0)
+                }
+            }
+            _ => (None, 0),
         };
         let json = event_json(
             &publish.kind,
@@ -48,6 +97,31 @@ impl Hub {
             publish.room(),
             seq,
         );
+        Ok(Prepared::Fresh(Fresh {
+            publish,
+            correlation_id,
+            id,
+            seq,
+            generation,
+            json,
+            except,
+            started,
+        }))
+    }
+
+    /// Fans a prepared event out, keeps it in its room's history, and
+    /// returns the publish's reply.
+    pub(super) fn deliver(&mut self, fresh: Fresh) -> Published {
+        let Fresh {
+            publish,
+            correlation_id,
+            id,
+            seq,
+            json,
+            except,
+            started,
+            ..
+        } = fresh;
         let mut fanout = self
             .fanout(EventRecord::new(seq, json), &correlation_id, &id)
             .of_room(publish.room());
@@ -78,7 +152,7 @@ impl Hub {
         }
         let recipients = self.finish(fanout.done(), publish.room());
         if let Target::Room(name) = &publish.target {
-            forget_if_idle(&mut self.rooms, name);
+            self.rooms.forget_if_idle(name);
         }
         self.metrics
             .broadcast
@@ -104,7 +178,7 @@ impl Hub {
             self.idempotency
                 .insert(key, published.clone(), Instant::now());
         }
-        Ok(published)
+        published
     }
 
     /// A fan-out of `record` with this hub's queue limit and write mode.
@@ -150,7 +224,7 @@ impl Hub {
 
     /// Records a component's health; a change goes to every connection as
     /// `health_status`.
-    pub(super) fn set_health(
+    pub(crate) fn set_health(
         &mut self,
         component: String,
         status: Status,

@@ -57,10 +57,31 @@ pub(crate) struct Room {
     history: VecDeque<Kept>,
     /// The [`EventRecord::size`] of everything in `history`.
     history_bytes: usize,
+    /// The newest event delivered (and, with a store, stored).
     last_seq: u64,
+    /// The newest seq handed out: ahead of `last_seq` while appends to a
+    /// store are in flight.
+    reserved: u64,
+    /// Appends handed to the engine and not answered yet.
+    in_flight: u32,
+    /// Moves on each refused append: the answers of appends made before
+    /// it no longer move `reserved` back.
+    generation: u32,
+    /// With a store: the oldest seq the store holds (`last_seq + 1` when it
+    /// holds none). `None`: the ring is all there is.
+    stored_from: Option<u64>,
 }
 
 impl Room {
+    /// An empty room whose next event has seq `last_seq + 1`.
+    pub fn continuing(last_seq: u64) -> Self {
+        Self {
+            last_seq,
+            reserved: last_seq,
+            ..Self::default()
+        }
+    }
+
     /// Adds a member; `false` if it was one already.
     pub fn join(&mut self, member: Recipient) -> bool {
         if self.index.contains_key(&member.id) {
@@ -98,10 +119,77 @@ impl Room {
         self.last_seq
     }
 
-    /// Takes the next seq for an event about to be published.
+    /// Takes the next seq for an event about to be published and
+    /// delivered at once (the memory engine).
     pub fn next_seq(&mut self) -> u64 {
         self.last_seq += 1;
+        self.reserved = self.last_seq;
         self.last_seq
+    }
+
+    /// Takes the next seq for an event the store must hold before it is
+    /// delivered; returns it with the generation its answer must match.
+    pub fn reserve_seq(&mut self) -> (u64, u32) {
+        if self.stored_from.is_none() {
+            self.stored_from = Some(self.last_seq + 1);
+        }
+        self.reserved += 1;
+        self.in_flight += 1;
+        (self.reserved, self.generation)
+    }
+
+    /// The store holds event `seq` (the next after `last_seq`), and at most
+    /// the last `capacity` events.
+    pub fn stored(&mut self, seq: u64, capacity: usize) {
+        debug_assert_eq!(seq, self.last_seq + 1, "stored in seq order");
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.last_seq = seq;
+        let kept_from = (seq + 1).saturating_sub(capacity as u64);
+        let oldest = self.stored_from.unwrap_or(seq).min(seq);
+        self.stored_from = Some(oldest.max(kept_from));
+    }
+
+    /// The store refused the append of `seq` made in `generation`: the
+    /// seqs from `seq` on are handed out again (once per generation, so an
+    /// older refusal cannot take back a seq handed out since).
+    pub fn refused(&mut self, seq: u64, generation: u32) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if generation == self.generation {
+            self.reserved = seq.saturating_sub(1).max(self.last_seq);
+            self.generation = self.generation.wrapping_add(1);
+        }
+    }
+
+    /// A room the store holds from `oldest_seq` to `last_seq`, as it was
+    /// found when the store was opened.
+    pub fn recovered(last_seq: u64, oldest_seq: u64) -> Self {
+        Self {
+            last_seq,
+            reserved: last_seq,
+            stored_from: Some(oldest_seq),
+            ..Self::default()
+        }
+    }
+
+    /// The store's events before `oldest_seq` have expired.
+    pub fn expired(&mut self, oldest_seq: u64) {
+        if let Some(from) = &mut self.stored_from {
+            *from = (*from).max(oldest_seq);
+        }
+    }
+
+    /// Whether resuming after `since` needs events the ring no longer
+    /// holds but the store does: they must be read from it first.
+    pub fn needs_read(&self, since: u64) -> bool {
+        self.stored_from.is_some() && since < self.last_seq && self.ring_oldest() > since + 1
+    }
+
+    /// The oldest seq the ring holds, or `last + 1`.
+    fn ring_oldest(&self) -> u64 {
+        self.history
+            .front()
+            .and_then(|e| e.record.seq)
+            .unwrap_or(self.last_seq + 1)
     }
 
     /// Keeps `event`, ledger number `serial`, as the newest. Each event it
@@ -150,12 +238,11 @@ impl Room {
         self.history_bytes
     }
 
-    /// The oldest seq held, or `last + 1` when nothing is held.
+    /// The oldest seq held, in the ring or the store, or `last + 1` when
+    /// nothing is held.
     pub fn oldest_seq(&self) -> u64 {
-        self.history
-            .front()
-            .and_then(|e| e.record.seq)
-            .unwrap_or(self.last_seq + 1)
+        let ring = self.ring_oldest();
+        self.stored_from.map_or(ring, |stored| stored.min(ring))
     }
 
     /// Whether the events after `since` can be replayed: the resume rule of
@@ -208,9 +295,13 @@ impl Room {
         Ok(replay)
     }
 
-    /// Whether the room has neither members nor history, and can be dropped.
+    /// Whether the room has neither members nor history (in memory or in
+    /// the store) nor appends in flight, and can be dropped.
     pub fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+        self.members.is_empty()
+            && self.history.is_empty()
+            && self.in_flight == 0
+            && self.stored_from.is_none_or(|from| from > self.last_seq)
     }
 }
 
@@ -257,6 +348,27 @@ mod tests {
         assert_eq!(seqs(&mut room, 10), Ok(vec![]));
         assert_eq!(seqs(&mut room, 5), Err(Unavailable { oldest_seq: 7 }));
         assert_eq!(seqs(&mut room, 11), Err(Unavailable { oldest_seq: 7 }));
+    }
+
+    #[test]
+    fn a_store_room_hands_out_seqs_again_after_a_refusal_and_continues() {
+        let mut room = Room::continuing(7);
+        let (a, gen_a) = room.reserve_seq();
+        let (b, gen_b) = room.reserve_seq();
+        assert_eq!(
+            (a, b),
+            (8, 9),
+            "a continuing room reserves after its last seq"
+        );
+        room.refused(a, gen_a); // 8 failed: 8 is handed out again
+        let (c, gen_c) = room.reserve_seq();
+        assert_eq!(c, 8);
+        room.refused(b, gen_b); // the older 9 failing takes nothing back
+        room.stored(c, 100);
+        let _ = gen_c;
+        assert_eq!(room.last_seq(), 8);
+        assert_eq!(room.reserve_seq().0, 9);
+        assert!(!room.is_idle(), "an append in flight");
     }
 
     #[test]

@@ -6,13 +6,16 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::durable::Loaded;
+use super::hooks::{Action, Pending};
 use super::membership::{self, enter};
-use super::room::Room;
+use super::room::{EventRecord, Room};
 use super::{ConnId, Hub, Outbound};
 use crate::auth;
+use crate::hook::Hook;
 use crate::protocol::{
-    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Publish,
-    Subscribe, Target, Timestamp, new_uuid,
+    ClientAction, ClientMessage, CloseCode, DecodeError, ErrorCode, ProtocolError, Subscribe,
+    Timestamp, is_reserved_type, new_uuid,
 };
 
 impl Hub {
@@ -51,7 +54,7 @@ impl Hub {
                 self.send(id, "pong", json!({}), Some(corr), reference);
                 Ok(())
             }
-            ClientAction::Subscribe(sub) => self.subscribe(id, sub, corr, reference),
+            ClientAction::Subscribe(sub) => self.subscribe_checked(id, sub, corr, reference, true),
             ClientAction::Unsubscribe { rooms } => {
                 self.unsubscribe(id, &rooms);
                 self.send(
@@ -70,6 +73,7 @@ impl Hub {
             } => self.client_publish(id, room, event, payload, corr, reference),
             ClientAction::Presence { room } => self.presence(id, room, corr, reference),
             ClientAction::Refresh { token } => self.refresh(id, &token, corr, reference),
+            ClientAction::Rpc { method, params } => self.rpc(id, method, params, corr, reference),
         };
         if let Err((error, details)) = outcome {
             self.send_error(id, &error, details, corr, reference);
@@ -97,14 +101,34 @@ impl Hub {
         }
     }
 
-    fn subscribe(
+    /// A `subscribe`: checked, then (with `ask_hook` and a `subscribe_hook`)
+    /// sent to the app for its new rooms, or joined at once.
+    pub(super) fn subscribe_checked(
         &mut self,
         id: ConnId,
         sub: Subscribe,
         corr: &str,
         reference: Option<&str>,
+        ask_hook: bool,
     ) -> Result<(), (ProtocolError, Value)> {
-        let conn = &self.conns[&id];
+        self.subscribe_with(id, sub, corr, reference, ask_hook, Loaded::new())
+    }
+
+    /// `subscribe`, with rooms' events already read from the store in
+    /// `loaded` (and the subscribe hook asked only with `ask_hook`). A resume that needs events only the store holds is put
+    /// aside until they are read, before anything is sent.
+    pub(super) fn subscribe_with(
+        &mut self,
+        id: ConnId,
+        sub: Subscribe,
+        corr: &str,
+        reference: Option<&str>,
+        ask_hook: bool,
+        mut loaded: Loaded,
+    ) -> Result<(), (ProtocolError, Value)> {
+        let Some(conn) = self.conns.get(&id) else {
+            return Ok(());
+        };
         if let Some(claims) = &conn.claims
             && let Some(room) = sub.rooms.iter().find(|r| !claims.may_subscribe(r))
         {
@@ -117,37 +141,76 @@ impl Hub {
             let error = membership::too_many_rooms(limit, conn.rooms.len(), more);
             return Err((error, json!({"limit": limit})));
         }
-        let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
-        let mut recovered = BTreeMap::new();
-        if let Some(since) = &sub.since {
-            for room in sub.rooms.iter().filter(|r| since.contains_key(*r)) {
-                let pos = since[room];
-                // A room that never had an event resumes from 0 only.
-                let known = self.rooms.get(room.as_str());
-                let resumable =
-                    known.map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
-                let oldest = match resumable {
-                    Err(unavailable) => unavailable.oldest_seq,
-                    Ok(()) => known.map_or(1, Room::oldest_seq),
+        if ask_hook && self.has_hook(Hook::Subscribe) {
+            let rooms: Vec<String> = sub
+                .rooms
+                .iter()
+                .filter(|r| !conn.rooms.contains(r))
+                .cloned()
+                .collect();
+            if !rooms.is_empty() {
+                let extras = rooms
+                    .iter()
+                    .map(|r| {
+                        let mut m = serde_json::Map::new();
+                        m.insert("room".into(), json!(r));
+                        m
+                    })
+                    .collect();
+                let pending = Pending {
+                    correlation_id: corr.to_string(),
+                    reference: reference.map(str::to_string),
+                    action: Action::Subscribe { sub, rooms },
                 };
-                let ok = epoch_matches && resumable.is_ok();
-                if !ok {
-                    let message = if epoch_matches {
-                        format!("room `{room}` no longer holds the events after seq {pos}")
-                    } else {
-                        "the hub restarted (new epoch); its history starts again".into()
-                    };
-                    let error = ProtocolError::new(ErrorCode::HistoryUnavailable, message);
-                    self.send_error(
-                        id,
-                        &error,
-                        json!({"room": room, "oldest_seq": oldest}),
-                        corr,
-                        reference,
-                    );
-                }
-                recovered.insert(room.clone(), ok);
+                return self.start_hook(id, Hook::Subscribe, extras, pending);
             }
+        }
+        let epoch_matches = sub.epoch.as_deref() == Some(self.epoch.as_str());
+        let since = sub.since.clone().unwrap_or_default();
+        let resumed: Vec<&String> = sub
+            .rooms
+            .iter()
+            .filter(|r| since.contains_key(*r))
+            .collect();
+        let mut sources = BTreeMap::new();
+        let mut to_read = Vec::new();
+        for room in &resumed {
+            let pos = since[*room];
+            let known = self.rooms.get(room.as_str());
+            let source = resume_source(known, pos, loaded.get(room.as_str()));
+            if epoch_matches && source == Err(None) {
+                to_read.push((*room).clone());
+            }
+            sources.insert((*room).clone(), source);
+        }
+        if !to_read.is_empty() {
+            self.defer_subscribe(id, sub, corr, reference, to_read, loaded);
+            return Ok(());
+        }
+        let mut recovered = BTreeMap::new();
+        for (room, source) in &sources {
+            let pos = since[room];
+            let ok = epoch_matches && source.is_ok();
+            if !ok {
+                let oldest = match source {
+                    Err(Some(oldest)) => *oldest,
+                    _ => self.rooms.get(room.as_str()).map_or(1, Room::oldest_seq),
+                };
+                let message = if epoch_matches {
+                    format!("room `{room}` no longer holds the events after seq {pos}")
+                } else {
+                    "the hub restarted (new epoch); its history starts again".into()
+                };
+                let error = ProtocolError::new(ErrorCode::HistoryUnavailable, message);
+                self.send_error(
+                    id,
+                    &error,
+                    json!({"room": room, "oldest_seq": oldest}),
+                    corr,
+                    reference,
+                );
+            }
+            recovered.insert(room.clone(), ok);
         }
 
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -168,7 +231,6 @@ impl Hub {
         // budget is enforced after the last room: trimming between rooms
         // could take events already promised as recovered.
         let limit = self.config.send_queue;
-        let since = sub.since.unwrap_or_default();
         let mut overflow = false;
         for (name, _) in recovered.into_iter().filter(|(_, ok)| *ok) {
             let (Some(room), Some(conn)) =
@@ -177,7 +239,33 @@ impl Hub {
                 continue;
             };
             let outlet = &conn.outlet;
-            let Ok(replay) = room.replay(since[&name], conn.encoding, |event| {
+            let after = since[&name];
+            if sources.get(&name) == Some(&Ok(Source::Loaded)) {
+                // Read from the store: what it held up to the room's last
+                // delivered seq (newer ones are on their way as members').
+                let last = room.last_seq();
+                let events = loaded.get_mut(&name).into_iter().flatten();
+                for event in events.filter(|e| e.seq.is_some_and(|s| s > after && s <= last)) {
+                    let fresh =
+                        conn.encoding == crate::protocol::Encoding::MsgPack && !event.has_msgpack();
+                    if fresh {
+                        self.metrics.encoded(false, true);
+                    }
+                    if !outlet.push(
+                        Outbound::Message(event.encoded(conn.encoding).clone()),
+                        limit,
+                        false,
+                    ) {
+                        overflow = true;
+                        break;
+                    }
+                }
+                if overflow {
+                    break;
+                }
+                continue;
+            }
+            let Ok(replay) = room.replay(after, conn.encoding, |event| {
                 outlet.push(Outbound::Message(event.clone()), limit, false)
             }) else {
                 continue;
@@ -218,22 +306,32 @@ impl Hub {
         {
             return Err(forbidden(&room, "publish to"));
         }
-        let publish = Publish {
-            kind: event,
-            payload,
-            target: Target::Room(room),
-            idempotency_key: None,
+        if !self.has_hook(Hook::Publish) {
+            return self.publish_now(id, room, event, payload, corr, reference);
+        }
+        if is_reserved_type(&event) {
+            return Err((
+                ProtocolError::new(
+                    ErrorCode::ReservedType,
+                    format!("`{event}` is reserved for the hub"),
+                ),
+                json!({}),
+            ));
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("room".into(), json!(room));
+        extra.insert("event".into(), json!(event));
+        extra.insert("payload".into(), Value::Object(payload.clone()));
+        let pending = Pending {
+            correlation_id: corr.to_string(),
+            reference: reference.map(str::to_string),
+            action: Action::Publish {
+                room,
+                event,
+                payload,
+            },
         };
-        let published = self
-            .publish(publish, corr.to_string(), Some(id), Instant::now())
-            .map_err(|e| (e, json!({})))?;
-        let payload = json!({
-            "id": published.id,
-            "seq": published.seq,
-            "recipients": published.recipients,
-        });
-        self.send(id, "published", payload, Some(corr), reference);
-        Ok(())
+        self.start_hook(id, Hook::Publish, vec![extra], pending)
     }
 
     fn presence(
@@ -297,6 +395,47 @@ impl Hub {
             reference,
         );
         Ok(())
+    }
+}
+
+/// Where a resume's missed events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The room's ring (or nothing was missed).
+    Ring,
+    /// Events read from the store for this subscribe.
+    Loaded,
+}
+
+/// Where room `room`'s events after `since` come from, given what was read
+/// from the store for it; `Err(Some(oldest))` when they cannot be resumed,
+/// `Err(None)` when the store must be read first.
+pub(super) fn resume_source(
+    room: Option<&Room>,
+    since: u64,
+    loaded: Option<&Vec<EventRecord>>,
+) -> Result<Source, Option<u64>> {
+    let Some(room) = room else {
+        // A room that never had an event resumes from 0 only.
+        return match Room::default().can_resume(since) {
+            Ok(()) => Ok(Source::Ring),
+            Err(unavailable) => Err(Some(unavailable.oldest_seq)),
+        };
+    };
+    room.can_resume(since)
+        .map_err(|unavailable| Some(unavailable.oldest_seq))?;
+    if !room.needs_read(since) {
+        return Ok(Source::Ring);
+    }
+    match loaded {
+        None => Err(None),
+        // What the store still held decides: it may have let events go
+        // since the hub last heard.
+        Some(events) => match events.first().and_then(|e| e.seq) {
+            Some(first) if first <= since + 1 => Ok(Source::Loaded),
+            Some(first) => Err(Some(first)),
+            None => Err(Some(room.last_seq() + 1)),
+        },
     }
 }
 

@@ -12,7 +12,10 @@
 use serde::Serialize;
 use serde_json::json;
 
+use super::durable::Loaded;
+use super::membership;
 use super::room::Room;
+use super::session::{Source, resume_source};
 use super::{ConnId, Hub};
 use crate::outlet::StreamCursor;
 use crate::protocol::sse::{Cursor, tagged_event};
@@ -25,6 +28,16 @@ pub(super) struct Resume {
     recovered: Vec<(String, u64)>,
     /// Rooms that cannot be, with their oldest seq and why.
     lost: Vec<(String, u64, String)>,
+    /// Rooms whose missed events only the store still holds: the stream
+    /// joins them once it has read them ([`Hub::stream_loaded`]).
+    pub deferred: Vec<(String, u64)>,
+}
+
+impl Resume {
+    /// Whether the stream joins `room` only after a store read.
+    pub fn defers(&self, room: &str) -> bool {
+        self.deferred.iter().any(|(name, _)| name == room)
+    }
 }
 
 impl Hub {
@@ -43,6 +56,9 @@ impl Hub {
             let resumable =
                 known.map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
             match resumable {
+                Ok(()) if epoch_matches && known.is_some_and(|r| r.needs_read(pos)) => {
+                    resume.deferred.push((room.clone(), pos));
+                }
                 Ok(()) if epoch_matches => resume.recovered.push((room.clone(), pos)),
                 outcome => {
                     let oldest = match outcome {
@@ -73,7 +89,10 @@ impl Hub {
     ) -> Encoded {
         for room in rooms {
             let from = resume
-                .and_then(|r| r.recovered.iter().find(|(name, _)| name == room))
+                .and_then(|r| {
+                    let mut resumed = r.recovered.iter().chain(&r.deferred);
+                    resumed.find(|(name, _)| name == room)
+                })
                 .map(|(_, seq)| *seq);
             let last = self.rooms.get(room.as_str()).map_or(0, Room::last_seq);
             cursor.set(room, from.unwrap_or(last));
@@ -120,6 +139,80 @@ impl Hub {
         self.history.trim(&mut self.rooms);
         if overflow {
             self.close(id, CloseCode::SlowConsumer);
+        }
+    }
+
+    /// Joins a stream to the rooms it waited for, with what the store read
+    /// for them (or `failed`): as a deferred `subscribe` does, the events
+    /// after each room's seq up to its last go out before anything newer;
+    /// a room the store no longer covers gets `history_unavailable`. A
+    /// failed read ends the stream after an `error` `engine_unavailable`:
+    /// its `EventSource` comes back with the same cursor.
+    pub(super) fn stream_loaded(
+        &mut self,
+        id: ConnId,
+        rooms: Vec<(String, u64)>,
+        mut loaded: Loaded,
+        failed: Option<ProtocolError>,
+        correlation_id: &str,
+    ) {
+        if let Some(error) = failed {
+            self.send_error(id, &error, json!({}), correlation_id, None);
+            self.close(id, CloseCode::Internal);
+            return;
+        }
+        let limit = self.config.send_queue;
+        for (name, since) in rooms {
+            let source = resume_source(self.rooms.get(name.as_str()), since, loaded.get(&name));
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return; // ended as a slow consumer
+            };
+            let Ok(Source::Loaded) = source else {
+                // The ring covers it after all, or nothing does.
+                let oldest = match source {
+                    Err(Some(oldest)) => oldest,
+                    _ => since + 1,
+                };
+                if source.is_err() {
+                    let why = format!("room `{name}` no longer holds the events after seq {since}");
+                    let error = ProtocolError::new(ErrorCode::HistoryUnavailable, why);
+                    let details = json!({"room": name, "oldest_seq": oldest});
+                    self.send_error(id, &error, details, correlation_id, None);
+                    let Some(conn) = self.conns.get_mut(&id) else {
+                        return;
+                    };
+                    let last = membership::enter(&mut self.rooms, conn, &name);
+                    if let Some(cursor) = conn.outlet.cursor() {
+                        cursor.set(&name, last);
+                    }
+                } else {
+                    membership::enter(&mut self.rooms, conn, &name);
+                    let resume = Resume {
+                        recovered: vec![(name, since)],
+                        ..Resume::default()
+                    };
+                    self.stream_catch_up(id, resume, correlation_id);
+                }
+                continue;
+            };
+            let last = membership::enter(&mut self.rooms, conn, &name);
+            let outlet = &conn.outlet;
+            let events = loaded.remove(&name).into_iter().flatten();
+            let mut complete = true;
+            for mut event in events.filter(|e| e.seq.is_some_and(|s| s > since && s <= last)) {
+                if !event.has_sse() {
+                    self.metrics.encoded_sse();
+                }
+                let seq = event.seq.unwrap_or_default();
+                if !outlet.push_tagged(event.encoded(Encoding::Sse), &name, seq, limit, false) {
+                    complete = false;
+                    break;
+                }
+            }
+            if !complete {
+                self.close(id, CloseCode::SlowConsumer);
+                return;
+            }
         }
     }
 

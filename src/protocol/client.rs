@@ -52,6 +52,13 @@ pub enum ClientAction {
         /// The new JWT.
         token: String,
     },
+    /// `rpc`: a request the app answers through `rpc_hook` (section 10).
+    Rpc {
+        /// The method, 1 to 128 characters.
+        method: String,
+        /// Its parameters, any JSON value (null when absent).
+        params: Value,
+    },
 }
 
 /// A `subscribe` request.
@@ -193,6 +200,10 @@ fn request(obj: &mut Map<String, Value>) -> Result<ClientAction, ProtocolError> 
         "refresh" => ClientAction::Refresh {
             token: string(obj, "token")?,
         },
+        "rpc" => ClientAction::Rpc {
+            method: method(obj)?,
+            params: obj.remove("params").unwrap_or(Value::Null),
+        },
         _ => {
             let mut shown: String = kind.chars().take(64).collect();
             if shown.len() < kind.len() {
@@ -309,6 +320,21 @@ fn rooms(obj: &mut Map<String, Value>, field: &str) -> Result<Vec<String>, Proto
     Ok(rooms)
 }
 
+/// Longest `rpc` method, in characters.
+pub const MAX_RPC_METHOD_LEN: usize = 128;
+
+fn method(obj: &mut Map<String, Value>) -> Result<String, ProtocolError> {
+    let method = string(obj, "method")?;
+    if (1..=MAX_RPC_METHOD_LEN).contains(&method.chars().count()) {
+        Ok(method)
+    } else {
+        Err(ProtocolError::invalid_field(
+            "method",
+            "must be 1 to 128 characters",
+        ))
+    }
+}
+
 fn event_type(obj: &mut Map<String, Value>, field: &str) -> Result<String, ProtocolError> {
     let kind = string(obj, field)?;
     check_event_type(field, &kind)?;
@@ -375,6 +401,24 @@ mod tests {
             json(json!({"type":"refresh","token":"t"})).unwrap().request,
             ClientAction::Refresh { .. }
         ));
+        assert_eq!(
+            json(json!({"type":"rpc","method":"cart.add","params":[1,{"a":2}]}))
+                .unwrap()
+                .request,
+            ClientAction::Rpc {
+                method: "cart.add".into(),
+                params: json!([1, {"a": 2}])
+            }
+        );
+        assert_eq!(
+            json(json!({"type":"rpc","method":"m".repeat(128)}))
+                .unwrap()
+                .request,
+            ClientAction::Rpc {
+                method: "m".repeat(128),
+                params: Value::Null
+            }
+        );
         assert!(matches!(
             json(json!({"type":"unsubscribe","rooms":[]}))
                 .unwrap()
@@ -436,6 +480,10 @@ mod tests {
             ),
             (json!({"type":"presence"}), "room"),
             (json!({"type":"refresh","token":1}), "token"),
+            (json!({"type":"rpc"}), "method"),
+            (json!({"type":"rpc","method":""}), "method"),
+            (json!({"type":"rpc","method":"m".repeat(129)}), "method"),
+            (json!({"type":"rpc","method":7}), "method"),
             (json!({"type":"ping","ref":1}), "ref"),
             (json!({"type":"ping","correlation_id":{}}), "correlation_id"),
         ];

@@ -92,6 +92,10 @@ pub enum ErrorCode {
     HistoryUnavailable,
     RateLimited,
     TooManyRooms,
+    // Section 9.
+    EngineUnavailable,
+    // Section 10.
+    HookUnavailable,
     // HTTP and handshake errors (sections 1 and 2).
     BadRequest,
     Unauthenticated,
@@ -125,6 +129,8 @@ impl ErrorCode {
             Self::HistoryUnavailable => "history_unavailable",
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
+            Self::EngineUnavailable => "engine_unavailable",
+            Self::HookUnavailable => "hook_unavailable",
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",

@@ -388,3 +388,32 @@ function jwt(secret, claims) {
   const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
+
+test('rpc asks the app behind the hub and gets its result or its refusal', async (t) => {
+  // The app: a tiny HTTP server on a loopback port, answering rpc_hook.
+  const app = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const call = JSON.parse(body);
+      res.setHeader('Content-Type', 'application/json');
+      if (call.method === 'sum') {
+        res.end(JSON.stringify({ result: call.params.reduce((a, b) => a + b, 0) }));
+      } else {
+        res.statusCode = 403;
+        res.end(JSON.stringify({ error: { code: 'no_such_method', message: `no ${call.method}` } }));
+      }
+    });
+  });
+  await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.after(() => app.close());
+  const hub = await startHub(t, { args: ['--rpc-hook', `http://127.0.0.1:${app.address().port}/rpc`] });
+  const tab = await openTab(t, hub);
+  await tab.untilOpen();
+  const sum = await tab.run((t) => t.hub.rpc('sum', [1, 2, 3]));
+  assert.equal(sum, 6);
+  const refused = await tab.run((t) => t.hub.rpc('nope').catch((e) => ({ name: e.name, code: e.code, message: e.message })));
+  assert.equal(refused.name, 'WsHubError');
+  assert.equal(refused.code, 'no_such_method');
+  await assertNoProblems(tab);
+});

@@ -47,6 +47,15 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
 }
 
+/// `wshub_disconnects_total{reason="…"}` in a fresh scrape of the hub.
+pub async fn disconnects(hub: &TestHub, reason: &str) -> f64 {
+    let text = hub.request("GET", "/metrics", None).await.text();
+    metric(
+        &text,
+        &format!("wshub_disconnects_total{{reason=\"{reason}\"}}"),
+    )
+}
+
 /// The hub's open connections, as its registry lists them.
 pub async fn connection_count(hub: &TestHub) -> usize {
     hub.handle()

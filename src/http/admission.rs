@@ -12,8 +12,8 @@ use futures_lite::AsyncWriteExt;
 use smol::Async;
 
 use super::Context;
-use super::connect_hook::Kept;
 use super::access::{bearer, request_origin_allowed};
+use super::connect_hook::Kept;
 use super::request::Request;
 use super::response::{Response, write_all_within};
 use crate::auth::{self, Claims};

@@ -56,7 +56,15 @@ pub(crate) async fn upgrade(
     };
     let claims = accepted.claims.take();
     let rooms = std::mem::take(&mut accepted.rooms);
-    let asked = connect_hook::ask(&request, peer, claims, rooms, accepted.encoding, &correlation_id, ctx);
+    let asked = connect_hook::ask(
+        &request,
+        peer,
+        claims,
+        rooms,
+        accepted.encoding,
+        &correlation_id,
+        ctx,
+    );
     let let_in = match asked.await {
         Ok(let_in) => let_in,
         Err(kept) => {

@@ -1,5 +1,6 @@
 //! Measurement, not a check (ignored by default): rpc round trips through
-//! the hub to a trivial app on loopback, from 100 connections.
+//! the hub to a trivial app on loopback, from 100 connections; and
+//! handshakes per second with and without a `connect_hook`.
 //!
 //!     cargo test --release --test hooks_bench -- --ignored --nocapture
 //!
@@ -87,6 +88,63 @@ fn rpc_round_trips_from_100_connections() {
             pct(&rpc, 0.5),
             pct(&rpc, 0.99),
             app.connections.load(Ordering::Relaxed),
+        );
+    });
+}
+
+/// Handshakes completed (welcome read) in [`HANDSHAKE_RUN`] by
+/// [`CONNECTORS`] tasks, each connecting, reading the welcome and closing
+/// in a loop.
+async fn handshakes(hub: &TestHub) -> f64 {
+    let ex = smol::LocalExecutor::new();
+    let url = hub.ws_url("");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CONNECTORS)
+        .map(|_| {
+            let url = url.clone();
+            ex.spawn(async move {
+                let mut n = 0u64;
+                while started.elapsed() < HANDSHAKE_RUN {
+                    let c = wshub::testing::TestClient::connect(&url).await;
+                    drop(c);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    ex.run(async {
+        for t in tasks {
+            total += t.await;
+        }
+    })
+    .await;
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+const CONNECTORS: usize = 32;
+const HANDSHAKE_RUN: Duration = Duration::from_secs(3);
+
+#[test]
+#[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+fn handshakes_with_and_without_a_connect_hook() {
+    let app = App::start(|_| AppResponse::json(200, json!({"user": "u"})));
+    let url = app.url("/connect");
+    let plain = TestHub::start();
+    let hooked = TestHub::with_config(move |c| c.set_str("connect_hook", &url).unwrap());
+    smol::block_on(async {
+        // Interleaved, three each: the machine is shared.
+        let mut rows = Vec::new();
+        for _ in 0..3 {
+            rows.push((handshakes(&plain).await, handshakes(&hooked).await));
+        }
+        for (without, with) in &rows {
+            println!("handshakes/s: without a hook {without:.0}, with connect_hook {with:.0}");
+        }
+        println!(
+            "app TCP connections {}",
+            app.connections.load(Ordering::Relaxed)
         );
     });
 }

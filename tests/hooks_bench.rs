@@ -25,9 +25,9 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-async fn run(hub: &TestHub, message: serde_json::Value) -> (f64, Vec<f64>) {
+async fn run(hub: &TestHub, connections: usize, message: serde_json::Value) -> (f64, Vec<f64>) {
     let ex = smol::LocalExecutor::new();
-    let clients = hub.clients(CONNECTIONS, "").await;
+    let clients = hub.clients(connections, "").await;
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -76,19 +76,24 @@ fn rpc_round_trips_from_100_connections() {
         c.rate_limit_per_s = 0;
     });
     smol::block_on(async {
-        let (ping_rate, ping) = run(&hub, json!({"type": "ping"})).await;
-        let (rate, rpc) = run(&hub, json!({"type": "rpc", "method": "echo", "params": 1})).await;
-        let app_ms = app_ns.load(Ordering::Relaxed) as f64
-            / app_calls.load(Ordering::Relaxed).max(1) as f64
-            / 1e6;
-        println!(
-            "ping: {ping_rate:.0}/s p50 {:.3} ms p99 {:.3} ms\nrpc:  {rate:.0}/s p50 {:.3} ms p99 {:.3} ms\napp handler mean {app_ms:.4} ms; app TCP connections {}",
-            pct(&ping, 0.5),
-            pct(&ping, 0.99),
-            pct(&rpc, 0.5),
-            pct(&rpc, 0.99),
-            app.connections.load(Ordering::Relaxed),
-        );
+        // One connection first: the path's own latency, with nothing
+        // queued behind it; then 100 at once, for the rate.
+        for connections in [1, CONNECTIONS] {
+            let (ping_rate, ping) = run(&hub, connections, json!({"type": "ping"})).await;
+            let rpc = json!({"type": "rpc", "method": "echo", "params": 1});
+            let (rate, rpc) = run(&hub, connections, rpc).await;
+            let app_ms = app_ns.swap(0, Ordering::Relaxed) as f64
+                / app_calls.swap(0, Ordering::Relaxed).max(1) as f64
+                / 1e6;
+            println!(
+                "{connections} connection(s)\nping: {ping_rate:.0}/s p50 {:.3} ms p99 {:.3} ms\nrpc:  {rate:.0}/s p50 {:.3} ms p99 {:.3} ms\napp handler mean {app_ms:.4} ms; app TCP connections {}",
+                pct(&ping, 0.5),
+                pct(&ping, 0.99),
+                pct(&rpc, 0.5),
+                pct(&rpc, 0.99),
+                app.connections.load(Ordering::Relaxed),
+            );
+        }
     });
 }
 

@@ -130,15 +130,11 @@ pub(crate) async fn open(
         since: checked.since,
         outlet,
     };
-    let joined = match ctx.hub.join(join).await {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(refusal)) => {
-            let headers = refused(&refusal);
-            refuse(&link.socket, peer, &refusal, headers, &correlation_id, ctx).await;
-            return;
-        }
-        Err(_) => {
-            let refusal = Refusal::shutting_down();
+    // A hub that is gone is shutting down.
+    let joined = ctx.hub.join(join).await;
+    let joined = match joined.unwrap_or_else(|_| Err(Refusal::shutting_down())) {
+        Ok(joined) => joined,
+        Err(refusal) => {
             let headers = refused(&refusal);
             refuse(&link.socket, peer, &refusal, headers, &correlation_id, ctx).await;
             return;

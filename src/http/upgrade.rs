@@ -87,31 +87,13 @@ pub(crate) async fn upgrade(
         since: None,
         outlet,
     };
-    let joined = match ctx.hub.join(join).await {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(refusal)) => {
-            refuse(
-                &link.socket,
-                peer,
-                &refusal,
-                Vec::new(),
-                &correlation_id,
-                ctx,
-            )
-            .await;
-            return;
-        }
-        Err(_) => {
-            let refusal = Refusal::shutting_down();
-            refuse(
-                &link.socket,
-                peer,
-                &refusal,
-                Vec::new(),
-                &correlation_id,
-                ctx,
-            )
-            .await;
+    // A hub that is gone is shutting down.
+    let joined = ctx.hub.join(join).await;
+    let joined = match joined.unwrap_or_else(|_| Err(Refusal::shutting_down())) {
+        Ok(joined) => joined,
+        Err(refusal) => {
+            let headers = Vec::new();
+            refuse(&link.socket, peer, &refusal, headers, &correlation_id, ctx).await;
             return;
         }
     };

@@ -142,3 +142,30 @@ def test_handler_settings_are_checked() -> None:
         wshub.Sidecar(rpc_handlers={"a": print}, rpc_hook="http://127.0.0.1:1/rpc")
     with pytest.raises(ValueError):
         wshub.HookError("x", status=500)
+
+
+def test_a_publish_hook_over_stdio_sees_the_event_type_and_replaces_the_payload(wshub_hub_factory) -> None:
+    seen: list[dict] = []
+
+    def publish(body: dict) -> dict:
+        seen.append(body)
+        if body["event"] == "shout":
+            raise wshub.HookError("too_loud", "no shouting")
+        return {"payload": {**body["payload"], "stamped": True}}
+
+    hub = wshub_hub_factory(hooks={"publish": publish})
+
+    async def scenario() -> None:
+        async with wshub.AsyncClient(hub.ws_url, rooms=["chat"]) as a, wshub.AsyncClient(
+            hub.ws_url, rooms=["chat"]
+        ) as b:
+            await a.publish("chat", "message", {"text": "hi"})
+            event = await b.next(5)
+            assert event["payload"] == {"text": "hi", "stamped": True}
+            with pytest.raises(wshub.HubError) as refused:
+                await a.publish("chat", "shout", {})
+            assert refused.value.code == "too_loud"
+
+    run(scenario())
+    # The line's `event` is the body's (the event's type), not "hook".
+    assert seen[0]["hook"] == "publish" and seen[0]["event"] == "message"

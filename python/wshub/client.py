@@ -62,7 +62,8 @@ class AsyncClient:
     full cannot be replayed; they are counted in :attr:`dropped`.
 
     ``token`` is a JWT, or a function (plain or async) called before every
-    attempt, sent as ``Authorization: Bearer``. ``on_status`` is called
+    attempt, sent as ``Authorization: Bearer``; ``headers`` are added to
+    every upgrade request (a ``Cookie`` for an app's ``connect_hook``, say). ``on_status`` is called
     with a dict ``{"state": "connecting"|"open"|"closed", "code",
     "reason", "attempt", …}`` on every change and notice (``epoch_changed``,
     ``history_unavailable``, ``error``, ``dropped``), as ``client.js``'s
@@ -75,6 +76,7 @@ class AsyncClient:
         *,
         rooms: Union[str, Iterable[str]] = (),
         token: Token = None,
+        headers: Optional[Mapping[str, str]] = None,
         queue_size: int = 1024,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -87,6 +89,7 @@ class AsyncClient:
             raise ValueError("queue_size must be at least 2")
         self.url = ws_url
         self.token = token
+        self.headers = dict(headers or {})
         self.queue_size = queue_size
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -338,7 +341,7 @@ class AsyncClient:
             code, reason = 1006, "connection failed"
             opened_at: Optional[float] = None
             try:
-                headers = {}
+                headers = dict(self.headers)
                 token = await asyncio.wait_for(self._token(), self.open_timeout)
                 if token is not None:
                     headers["Authorization"] = f"Bearer {token}"

@@ -369,17 +369,19 @@ class Sidecar:
                 continue
             if not isinstance(message, dict):
                 continue
-            event = message.get("event")
-            if event == "listening" and not self._started.is_set():
+            if "hook" in message and "id" in message:
+                # A hook request. Not told by `"event": "hook"` alone: the
+                # body's fields follow it on the line, and the publish
+                # hook's body has an `event` of its own (the event's type).
+                threading.Thread(
+                    target=self._answer, args=(message,), name="wshub-hook", daemon=True
+                ).start()
+            elif message.get("event") == "listening" and not self._started.is_set():
                 self.listening = message
                 self.addr = str(message.get("addr", ""))
                 self.epoch = str(message.get("epoch", ""))
                 self.node = message.get("node")
                 self._started.set()
-            elif event == "hook":
-                threading.Thread(
-                    target=self._answer, args=(message,), name="wshub-hook", daemon=True
-                ).start()
 
     def _read_stderr(self) -> None:
         """The hub's log lines: kept (the last 200) and passed on."""

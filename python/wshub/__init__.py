@@ -13,12 +13,27 @@ settings.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._binary import bin_path
-from .client import AsyncClient
 from .errors import HookError, HubError, HubStartError, PublishError, WshubError
 from .publisher import Publisher
 from .sidecar import Sidecar
 from .token import mint_token
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+
+def __getattr__(name: str) -> Any:
+    # The asyncio client is the one part that needs `websockets`: imported
+    # on first use, so the sidecar, the publisher and the fixtures run on
+    # the standard library alone.
+    if name == "AsyncClient":
+        from .client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module 'wshub' has no attribute {name!r}")
 
 
 def _version() -> str:

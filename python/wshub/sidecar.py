@@ -306,8 +306,10 @@ class Sidecar:
         """Publishes an event by writing one line to the hub's stdin: to
         ``room``'s subscribers, to ``user``'s connections, or (neither) to every
         connection. Returns once the line is written: the hub publishes it
-        soon after, in the order written, and logs (and skips) a line it
-        refuses. Use :meth:`publisher` for an answer with the event's seq."""
+        soon after, in the order written (but in no set order with HTTP or
+        WebSocket calls made meanwhile), and logs and skips a line it
+        refuses. Use :meth:`publisher` for an answer, with the event's seq,
+        that comes once the event is queued to every recipient."""
         if not isinstance(type, str) or not type:
             raise ValueError("type must be a non-empty string")
         if room is not None and user is not None:

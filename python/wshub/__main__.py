@@ -12,7 +12,10 @@ from ._binary import bin_path
 def main() -> None:
     """Replaces this process with the hub (POSIX), so signals, stdin and the
     exit status are the hub's own; elsewhere runs it and exits with its status."""
-    binary = bin_path()
+    try:
+        binary = bin_path()
+    except FileNotFoundError as e:
+        sys.exit(f"wshub: {e}")
     args = [binary, *sys.argv[1:]]
     if os.name == "posix":
         os.execv(binary, args)

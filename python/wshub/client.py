@@ -10,7 +10,7 @@ import inspect
 import json
 import logging
 import random
-from typing import Any, Awaitable, Callable, Deque, Iterable, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, Iterable, Mapping, Optional, Union, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -24,7 +24,10 @@ logger = logging.getLogger("wshub")
 FINAL_CLOSE_CODES = frozenset({1008, 4003})
 
 Token = Union[str, None, Callable[[], Union[str, None, Awaitable[Optional[str]]]]]
-Event = dict  # a hub message with an ``id``: ``type``, ``payload``, ``room``, ``seq``, …
+#: A message from the hub (PROTOCOL.md section 3), decoded.
+Message = Dict[str, Any]
+#: An event: a hub message with an ``id`` (``type``, ``payload``, ``room``, ``seq``, …).
+Event = Message
 
 
 def _rooms(rooms: Union[str, Iterable[str]]) -> list[str]:
@@ -83,7 +86,7 @@ class AsyncClient:
         stable_after: float = 10.0,
         open_timeout: float = 10.0,
         request_timeout: float = 10.0,
-        on_status: Optional[Callable[[dict], None]] = None,
+        on_status: Optional[Callable[[Message], None]] = None,
     ) -> None:
         if queue_size < 2:
             raise ValueError("queue_size must be at least 2")
@@ -110,7 +113,7 @@ class AsyncClient:
 
         self.epoch: Optional[str] = None
         self.connection_id: Optional[str] = None
-        self.welcome: Optional[dict] = None
+        self.welcome: Optional[Message] = None
         self.state = "closed"
         self.attempt = 0
         #: Connections opened so far (1 after the first).
@@ -127,7 +130,7 @@ class AsyncClient:
         self._stopping: Optional[asyncio.Event] = None
         self._ready: Optional[asyncio.Future[None]] = None
         self._task: Optional[asyncio.Task[None]] = None
-        self._pending: dict[str, tuple[asyncio.Future[Any], dict, bool]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Any], Message, bool]] = {}
         self._next_ref = 0
         self._done = False
 
@@ -230,7 +233,7 @@ class AsyncClient:
 
     # ---- calls -----------------------------------------------------------
 
-    async def subscribe(self, *rooms: str) -> Optional[dict]:
+    async def subscribe(self, *rooms: str) -> Optional[Message]:
         """Joins rooms, now and on every reconnect, and returns the
         ``subscribed`` payload (``rooms``, ``epoch``, ``positions``); None
         when the rooms will be joined later (the queue is full, or the
@@ -251,7 +254,7 @@ class AsyncClient:
             raise
         return reply["payload"] if reply else None
 
-    async def unsubscribe(self, *rooms: str) -> Optional[dict]:
+    async def unsubscribe(self, *rooms: str) -> Optional[Message]:
         """Leaves rooms and returns the ``unsubscribed`` payload (None when
         not connected: there is nothing to leave)."""
         for room in rooms:
@@ -261,12 +264,12 @@ class AsyncClient:
         reply = await self._call({"type": "unsubscribe", "rooms": list(rooms)}, keep=True)
         return reply["payload"] if reply else None
 
-    async def publish(self, room: str, type: str, payload: Optional[Mapping[str, Any]] = None) -> dict:
+    async def publish(self, room: str, type: str, payload: Optional[Mapping[str, Any]] = None) -> Message:
         """Publishes an event to ``room``'s other subscribers (never back to
         this client) and returns the ``published`` payload, ``{"id", "seq",
         "recipients"}``."""
         message = {"type": "publish", "room": room, "event": type, "payload": dict(payload or {})}
-        return (await self._call(message))["payload"]
+        return cast("Message", (await self._call(message))["payload"])
 
     async def rpc(self, method: str, params: Any = None, *, timeout: Optional[float] = None) -> Any:
         """Asks the app behind the hub (its ``rpc_hook``) and returns its
@@ -275,21 +278,21 @@ class AsyncClient:
         reply = await self._call({"type": "rpc", "method": method, "params": params}, timeout=timeout)
         return reply["payload"].get("result")
 
-    async def presence(self, room: str) -> list[dict]:
+    async def presence(self, room: str) -> list[Message]:
         """Who is in ``room``: ``[{"connection_id", "user"}]``."""
-        return (await self._call({"type": "presence", "room": room}))["payload"]["members"]
+        return cast("list[Message]", (await self._call({"type": "presence", "room": room}))["payload"]["members"])
 
     async def ping(self) -> None:
         """A ``ping`` answered with ``pong``: everything the hub queued to this
         client before it has been received once this returns."""
         await self._call({"type": "ping"})
 
-    async def request(self, message: Mapping[str, Any], *, timeout: Optional[float] = None) -> dict:
+    async def request(self, message: Mapping[str, Any], *, timeout: Optional[float] = None) -> Message:
         """Sends any client message (PROTOCOL.md section 4) and returns the
         reply with the same ``ref`` (one is made if the message has none)."""
-        return await self._call(dict(message), timeout=timeout)
+        return cast("Message", await self._call(dict(message), timeout=timeout))
 
-    async def _call(self, message: dict, *, timeout: Optional[float] = None, keep: bool = False) -> Any:
+    async def _call(self, message: Message, *, timeout: Optional[float] = None, keep: bool = False) -> Any:
         """Waits for a connection, sends, and waits for the reply, all within
         ``timeout`` (default ``request_timeout``)."""
         if self._done or self._connected is None:
@@ -310,7 +313,7 @@ class AsyncClient:
             self._pending.pop(ref, None)
             raise HubError("timeout", f"no reply to `{message.get('type')}` within {timeout} s") from None
 
-    def _send_request(self, message: dict, *, keep: bool = False) -> tuple[str, asyncio.Future[Any]]:
+    def _send_request(self, message: Message, *, keep: bool = False) -> tuple[str, asyncio.Future[Any]]:
         ref = str(message["ref"]) if message.get("ref") is not None else f"py-{self._next_ref + 1}"
         self._next_ref += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -318,7 +321,7 @@ class AsyncClient:
         self._send({**message, "ref": ref})
         return ref, future
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: Message) -> None:
         # One writer task per connection sends in the order queued.
         if self._outbox is not None:
             self._outbox.put_nowait(json.dumps(message, separators=(",", ":")))
@@ -372,7 +375,7 @@ class AsyncClient:
                 code, reason = 4000, "heartbeat timeout" if opened_at else "connect timeout"
             except InvalidStatus as e:
                 status = e.response.status_code
-                hub_code, message = _refusal(e.response.body)
+                hub_code, message = _refusal(bytes(e.response.body or b""))
                 reason = f"{status} {hub_code}: {message}"
                 if not self._ready.done():
                     self._ready.set_exception(HubError(hub_code, message, {"status": status}))
@@ -515,7 +518,7 @@ class AsyncClient:
         if "id" in message:
             self._event(message)
 
-    def _subscribed(self, payload: dict) -> None:
+    def _subscribed(self, payload: Message) -> None:
         """Takes each room's starting point from ``positions``, unless its
         missed events follow (``recovered``)."""
         if payload.get("epoch"):
@@ -527,17 +530,18 @@ class AsyncClient:
             self._last[room] = max(self._last.get(room, 0), int(seq))
             self._advance(room)
 
-    def _event(self, message: dict) -> None:
+    def _event(self, message: Message) -> None:
         room, seq = message.get("room"), message.get("seq")
-        has_seq = isinstance(room, str) and isinstance(seq, int)
-        if has_seq:
-            last = self._last.get(room)  # type: ignore[arg-type]
-            if last is not None and seq <= last:  # type: ignore[operator]
+        sequenced: Optional[tuple[str, int]] = None
+        if isinstance(room, str) and isinstance(seq, int):
+            sequenced = (room, seq)
+            last = self._last.get(room)
+            if last is not None and seq <= last:
                 return  # delivered before a reconnect
-            if room in self._own and seq in self._own[room]:  # type: ignore[index]
+            if seq in self._own.get(room, ()):
                 return  # our own publish, replayed by a resume
         full = len(self._queue) >= self.queue_size
-        if has_seq and room in self._rooms and (full or self._paused):
+        if sequenced is not None and sequenced[0] in self._rooms and (full or self._paused):
             # Not delivered and not counted as seen: the rejoin replays it.
             self._pause()
             return
@@ -548,9 +552,11 @@ class AsyncClient:
         self._queue.append(message)
         assert self._readable is not None
         self._readable.set()
-        if has_seq and (room in self._last or room in self._rooms):
-            self._last[room] = seq  # type: ignore[index]
-            self._advance(room)  # type: ignore[arg-type]
+        if sequenced is not None:
+            room_name, room_seq = sequenced
+            if room_name in self._last or room_name in self._rooms:
+                self._last[room_name] = room_seq
+                self._advance(room_name)
 
     def _pause(self) -> None:
         """The queue is full: leave the rooms until the consumer catches up."""
@@ -571,7 +577,7 @@ class AsyncClient:
         self._last[room] = last
         own.difference_update({s for s in own if s <= last})
 
-    def _settle(self, ref: str, message: dict) -> None:
+    def _settle(self, ref: str, message: Message) -> None:
         future, request, _ = self._pending.pop(ref)
         if message.get("type") == "error":
             if not future.done():
@@ -610,7 +616,7 @@ class AsyncClient:
         if self.state == "open":
             self._call_status({"state": "open", "code": None, "reason": "", "attempt": self.attempt, **fields})
 
-    def _call_status(self, status: dict) -> None:
+    def _call_status(self, status: Message) -> None:
         if self.on_status is None:
             return
         try:
@@ -619,7 +625,7 @@ class AsyncClient:
             logger.exception("wshub on_status callback failed")
 
 
-def _hub_error(message: dict) -> HubError:
+def _hub_error(message: Message) -> HubError:
     payload = dict(message.get("payload") or {})
     code = str(payload.pop("code", "error"))
     text = str(payload.pop("message", code))

@@ -6,7 +6,7 @@ import http.client
 import json
 import threading
 import urllib.parse
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 from .errors import PublishError
 
@@ -92,7 +92,7 @@ class Publisher:
             body["user"] = user
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
-        return self.request("POST", "/api/events", body, correlation_id=correlation_id)
+        return cast("dict[str, Any]", self.request("POST", "/api/events", body, correlation_id=correlation_id))
 
     def set_health(
         self, component: str, status: str, detail: Optional[str] = None
@@ -107,19 +107,19 @@ class Publisher:
         if detail is not None:
             body["detail"] = detail
         path = "/api/health/" + urllib.parse.quote(component, safe="")
-        return self.request("PUT", path, body)
+        return cast("dict[str, Any]", self.request("PUT", path, body))
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: the overall status, components, connections, uptime
         and version (also when the status is ``down``, answered with 503)."""
-        return self.request("GET", "/health", ok=(200, 503))
+        return cast("dict[str, Any]", self.request("GET", "/health", ok=(200, 503)))
 
     def connections(self, *, user: Optional[str] = None) -> list[dict[str, Any]]:
         """``GET /api/connections``: every connection's metadata, oldest first."""
         path = "/api/connections"
         if user is not None:
             path += "?user=" + urllib.parse.quote(user, safe="")
-        return self.request("GET", path)["connections"]
+        return cast("list[dict[str, Any]]", self.request("GET", path)["connections"])
 
     def disconnect(self, connection_id: str) -> None:
         """``DELETE /api/connections/{id}``: closes that connection with 4003
@@ -128,15 +128,15 @@ class Publisher:
 
     def rooms(self) -> list[dict[str, Any]]:
         """``GET /api/rooms``: ``[{"room", "subscribers", "last_seq"}]``, sorted by name."""
-        return self.request("GET", "/api/rooms")["rooms"]
+        return cast("list[dict[str, Any]]", self.request("GET", "/api/rooms")["rooms"])
 
     def room(self, room: str) -> dict[str, Any]:
         """``GET /api/rooms/{room}``: the room's object with its ``members``."""
-        return self.request("GET", "/api/rooms/" + urllib.parse.quote(room, safe=""))
+        return cast("dict[str, Any]", self.request("GET", "/api/rooms/" + urllib.parse.quote(room, safe="")))
 
     def metrics(self) -> str:
         """``GET /metrics``: the Prometheus text."""
-        return self.request("GET", "/metrics")
+        return cast("str", self.request("GET", "/metrics"))
 
     def request(
         self,

@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Deque, Mapping, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Deque, Dict, Mapping, Optional, Union
 
 from ._binary import bin_path
 from .errors import HookError, HubStartError, WshubError
 from .publisher import Publisher
 from .token import mint_token
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
 
 logger = logging.getLogger("wshub")
 
@@ -28,7 +31,7 @@ logger = logging.getLogger("wshub")
 RpcHandler = Callable[..., Any]
 #: A hook handler: takes the hook's body (a dict) and returns the answer
 #: object (or None for ``{}``), or raises :class:`HookError` to refuse.
-HookHandler = Callable[[dict], Optional[Mapping[str, Any]]]
+HookHandler = Callable[[Dict[str, Any]], Optional[Mapping[str, Any]]]
 
 #: Settings passed in the environment rather than as flags, so that other
 #: users of the machine cannot read them in ``ps``.
@@ -341,7 +344,7 @@ class Sidecar:
             raise WshubError("this hub has no jwt_secret")
         return mint_token(str(secret), sub, **claims)
 
-    def client(self, *, rooms: Any = (), token: Any = None, **options: Any) -> Any:
+    def client(self, *, rooms: Any = (), token: Any = None, **options: Any) -> "AsyncClient":
         """An :class:`AsyncClient` of this hub (use it with ``async with``)."""
         from .client import AsyncClient
 
@@ -398,7 +401,7 @@ class Sidecar:
                 except (OSError, ValueError):
                     pass  # the destination is closed; the tail is still kept
 
-    def _answer(self, request: dict) -> None:
+    def _answer(self, request: Dict[str, Any]) -> None:
         """Answers one stdio hook request, as an HTTP hook would: a status and a body."""
         status, body = self._handle(request)
         try:
@@ -411,7 +414,7 @@ class Sidecar:
         except WshubError:
             pass  # the hub has gone; nobody is waiting for the answer
 
-    def _handle(self, request: dict) -> tuple[int, Any]:
+    def _handle(self, request: Dict[str, Any]) -> tuple[int, Any]:
         hook = request.get("hook")
         try:
             if hook == "rpc" and "rpc" not in self.hooks:

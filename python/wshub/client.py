@@ -464,6 +464,8 @@ class AsyncClient:
     def _rejoin(self) -> None:
         """Joins every wanted room, resuming from the last seq delivered where there is one."""
         rooms = list(self._rooms)
+        if not rooms:
+            return
         message: dict[str, Any] = {"type": "subscribe", "rooms": rooms}
         since = {room: self._last[room] for room in rooms if room in self._last}
         if since:

@@ -3,6 +3,7 @@ hub dying with its parent."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
@@ -116,6 +117,8 @@ def test_stop_drains_and_exits_zero_and_clients_see_1001(wshub_hub_factory) -> N
             assert client.state == "open"
             code = await asyncio_to_thread(hub.stop)
             assert code == 0
+            while not any(s["state"] == "closed" for s in statuses):
+                await asyncio.sleep(0.01)  # the reader takes the close frame (bounded by run())
 
     run(scenario())
     assert not hub.running and hub.returncode == 0
@@ -170,9 +173,7 @@ def test_the_hub_dies_with_its_parent(how: str) -> None:
             parent.wait(5)
 
 
-async def asyncio_to_thread(fn):  # asyncio.to_thread is 3.9+, spelt out for clarity
-    import asyncio
-
+async def asyncio_to_thread(fn):  # asyncio.to_thread, spelt out
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 

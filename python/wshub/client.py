@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .errors import HubError
+from .resume import Resume
 
 logger = logging.getLogger("wshub")
 
@@ -103,15 +104,11 @@ class AsyncClient:
 
         #: The rooms wanted, kept across reconnects (insertion-ordered).
         self._rooms: dict[str, None] = dict.fromkeys(_rooms(rooms))
-        #: The last seq delivered (or skipped) per room, this epoch.
-        self._last: dict[str, int] = {}
-        #: Seqs of the client's own publishes not yet passed, per room.
-        self._own: dict[str, set[int]] = {}
+        self._resume = Resume()
         self._queue: Deque[Event] = collections.deque()
         self._readable: Optional[asyncio.Event] = None
         self._paused = False
 
-        self.epoch: Optional[str] = None
         self.connection_id: Optional[str] = None
         self.welcome: Optional[Message] = None
         self.state = "closed"
@@ -217,6 +214,11 @@ class AsyncClient:
         return await asyncio.wait_for(self.__anext__(), timeout)
 
     @property
+    def epoch(self) -> Optional[str]:
+        """The hub's epoch from the latest welcome (or ``subscribed``)."""
+        return self._resume.epoch
+
+    @property
     def rooms(self) -> list[str]:
         """The rooms joined (or to join on the next connection)."""
         return list(self._rooms)
@@ -224,7 +226,7 @@ class AsyncClient:
     @property
     def positions(self) -> dict[str, int]:
         """The last seq delivered per room: the ``since`` of the next resume."""
-        return dict(self._last)
+        return dict(self._resume.last)
 
     @property
     def pending_events(self) -> int:
@@ -416,12 +418,7 @@ class AsyncClient:
             raise ValueError("the first message was not a welcome")
         payload = welcome.get("payload") or {}
         epoch = payload.get("epoch")
-        epoch_changed = self.epoch is not None and epoch != self.epoch
-        if epoch_changed:
-            # A new epoch restarts every seq: the old positions mean nothing.
-            self._last.clear()
-            self._own.clear()
-        self.epoch = epoch
+        epoch_changed = self._resume.welcome(epoch)
         self.connection_id = payload.get("connection_id")
         self.welcome = welcome
         self.connections += 1
@@ -463,15 +460,9 @@ class AsyncClient:
 
     def _rejoin(self) -> None:
         """Joins every wanted room, resuming from the last seq delivered where there is one."""
-        rooms = list(self._rooms)
-        if not rooms:
+        if not self._rooms:
             return
-        message: dict[str, Any] = {"type": "subscribe", "rooms": rooms}
-        since = {room: self._last[room] for room in rooms if room in self._last}
-        if since:
-            message["since"] = since
-            message["epoch"] = self.epoch
-        _, future = self._send_request(message, keep=True)
+        _, future = self._send_request(self._resume.subscribe_message(self._rooms), keep=True)
         future.add_done_callback(self._rejoined)
 
     def _rejoined(self, future: "asyncio.Future[Any]") -> None:
@@ -507,7 +498,7 @@ class AsyncClient:
         kind = message.get("type")
         payload = message.get("payload") or {}
         if kind == "subscribed":
-            self._subscribed(payload)
+            self._resume.subscribed(payload, self._rooms)
         if kind == "error" and payload.get("code") == "history_unavailable":
             return  # the `subscribed` that follows says the same in `recovered`
         ref = message.get("ref")
@@ -520,28 +511,13 @@ class AsyncClient:
         if "id" in message:
             self._event(message)
 
-    def _subscribed(self, payload: Message) -> None:
-        """Takes each room's starting point from ``positions``, unless its
-        missed events follow (``recovered``)."""
-        if payload.get("epoch"):
-            self.epoch = payload["epoch"]
-        recovered = payload.get("recovered") or {}
-        for room, seq in (payload.get("positions") or {}).items():
-            if recovered.get(room) is True or room not in self._rooms:
-                continue
-            self._last[room] = max(self._last.get(room, 0), int(seq))
-            self._advance(room)
-
     def _event(self, message: Message) -> None:
         room, seq = message.get("room"), message.get("seq")
         sequenced: Optional[tuple[str, int]] = None
         if isinstance(room, str) and isinstance(seq, int):
             sequenced = (room, seq)
-            last = self._last.get(room)
-            if last is not None and seq <= last:
-                return  # delivered before a reconnect
-            if seq in self._own.get(room, ()):
-                return  # our own publish, replayed by a resume
+            if self._resume.seen(room, seq):
+                return  # delivered before a reconnect, or our own, replayed
         full = len(self._queue) >= self.queue_size
         if sequenced is not None and sequenced[0] in self._rooms and (full or self._paused):
             # Not delivered and not counted as seen: the rejoin replays it.
@@ -556,9 +532,8 @@ class AsyncClient:
         self._readable.set()
         if sequenced is not None:
             room_name, room_seq = sequenced
-            if room_name in self._last or room_name in self._rooms:
-                self._last[room_name] = room_seq
-                self._advance(room_name)
+            if self._resume.tracked(room_name) or room_name in self._rooms:
+                self._resume.delivered(room_name, room_seq)
 
     def _pause(self) -> None:
         """The queue is full: leave the rooms until the consumer catches up."""
@@ -568,29 +543,15 @@ class AsyncClient:
         if self._ws is not None and self._rooms:
             self._send_request({"type": "unsubscribe", "rooms": list(self._rooms)}, keep=True)
 
-    def _advance(self, room: str) -> None:
-        """Moves past the client's own publishes that now follow the last seq."""
-        own = self._own.get(room)
-        if not own:
-            return
-        last = self._last[room]
-        while last + 1 in own:
-            last += 1
-        self._last[room] = last
-        own.difference_update({s for s in own if s <= last})
-
     def _settle(self, ref: str, message: Message) -> None:
         future, request, _ = self._pending.pop(ref)
         if message.get("type") == "error":
             if not future.done():
                 future.set_exception(_hub_error(message))
             return
-        if message.get("type") == "published" and request.get("room") in self._last:
-            # The hub never sends our own event back, but a resume replays it.
-            room, seq = request["room"], message.get("payload", {}).get("seq")
-            if isinstance(seq, int) and seq > self._last[room]:
-                self._own.setdefault(room, set()).add(seq)
-                self._advance(room)
+        seq = (message.get("payload") or {}).get("seq")
+        if message.get("type") == "published" and isinstance(seq, int):
+            self._resume.published(str(request.get("room")), seq)
         if not future.done():
             future.set_result(message)
 
@@ -607,8 +568,7 @@ class AsyncClient:
 
     def _forget(self, room: str) -> None:
         self._rooms.pop(room, None)
-        self._last.pop(room, None)
-        self._own.pop(room, None)
+        self._resume.forget(room)
 
     def _report(self, state: str, **fields: Any) -> None:
         self.state = state

@@ -15,11 +15,12 @@ def _candidates() -> list[str]:
     # The installing scheme: a virtualenv's or the system's `bin`.
     dirs.append(sysconfig.get_path("scripts"))
     # `pip install --user`.
-    user_scheme = f"{os.name}_user" if os.name != "nt" else "nt_user"
+    preferred = getattr(sysconfig, "get_preferred_scheme", None)  # Python 3.10+
+    user_scheme = preferred("user") if preferred else f"{os.name}_user"
     try:
         dirs.append(sysconfig.get_path("scripts", scheme=user_scheme))
     except KeyError:
-        pass
+        pass  # no user scheme on this interpreter
     # The interpreter's own directory (a virtualenv run without activation).
     dirs.append(os.path.dirname(sys.executable))
     # `pip install --target DIR`: the package is DIR/wshub, the binary DIR/bin.

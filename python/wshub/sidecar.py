@@ -89,6 +89,11 @@ class Sidecar:
     thread of its own, so a slow one never holds back the others; the hub
     stops waiting for it after ``hook_timeout``.
 
+    Once started, :attr:`addr` (``127.0.0.1:41234``), :attr:`url`,
+    :attr:`ws_url`, :attr:`epoch` and :attr:`node` come from the hub's
+    listening line (``node`` is None from a hub that does not print one);
+    :attr:`pid`, :attr:`running` and :attr:`returncode` describe the process.
+
     ``binary`` is the hub to run (default: ``$WSHUB_BIN`` or the bundled
     :func:`bin_path`); ``log_level`` sets ``WSHUB_LOG``; the hub's JSON
     log lines go to ``log_file`` (default ``sys.stderr``; None drops them)

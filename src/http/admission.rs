@@ -1,9 +1,9 @@
 //! What admits a connection, WebSocket or SSE stream alike (PROTOCOL.md
 //! sections 2, 11 and 12): the `?rooms=` list, the `Origin`, the token (by
 //! header or `?token=`) and its room permissions; and the JSON refusal
-//! when they, or the hub's limits, say no. Each route checks its own
-//! request shape first (the upgrade headers, the method) and `Host` before
-//! anything.
+//! when they, or the hub's limits, say no. Each route checks `Host`, then
+//! the `Origin`, before anything, then its own request shape (the upgrade
+//! headers, the method).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream};
@@ -32,17 +32,27 @@ pub struct Admitted {
     pub rooms: Vec<String>,
 }
 
-/// Checks `?rooms=`, then the `Origin`, then the token and that it allows
-/// every room, in that order (the order of section 2's refusals).
-pub fn check(request: &Request, config: &Config) -> Result<Admitted, Refusal> {
-    let rooms = rooms(request)?;
-    if !request_origin_allowed(request, config) {
-        return Err(Refusal::new(
+/// Refuses a request whose `Origin` is not allowed. Each route calls it
+/// right after `Host`, before its own checks: section 11 refuses such a
+/// request with 403 `origin_not_allowed` whatever its method or headers,
+/// so a foreign page learns nothing else about `/ws` or `/sse`.
+pub fn check_origin(request: &Request, config: &Config) -> Result<(), Refusal> {
+    if request_origin_allowed(request, config) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
             403,
             ErrorCode::OriginNotAllowed,
             "this Origin is not allowed to connect (see allowed_origins)",
-        ));
+        ))
     }
+}
+
+/// Checks `?rooms=`, then the token and that it allows every room, in that
+/// order (the order of section 2's refusals). The caller has checked the
+/// `Origin` first ([`check_origin`]).
+pub fn check(request: &Request, config: &Config) -> Result<Admitted, Refusal> {
+    let rooms = rooms(request)?;
     let claims = match &config.jwt_secret {
         None => None,
         Some(secret) => {

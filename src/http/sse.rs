@@ -37,11 +37,13 @@ pub struct StreamRequest {
     pub since: Option<Cursor>,
 }
 
-/// Validates a `GET /sse` against `config` alone: Host, method, then
-/// the shared admission (`http::admission`) (`?rooms=`, Origin, token), then the cursor.
+/// Validates a `GET /sse` against `config` alone: Host, Origin (section
+/// 11: whatever the method), method, then the shared admission
+/// (`http::admission`: `?rooms=`, token), then the cursor.
 /// Pure, like the upgrade's check; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<StreamRequest, Refusal> {
     host::check(request, config)?;
+    admission::check_origin(request, config)?;
     if request.method != "GET" {
         return Err(Refusal::new(
             405,

@@ -1,6 +1,6 @@
 //! The WebSocket handshake of PROTOCOL.md section 2: validating the upgrade
-//! request (Host as section 11 asks, then method, headers, key, version,
-//! subprotocol, Origin, token, rooms), asking the hub to admit it, and
+//! request (Host and Origin as section 11 asks, then method, headers, key,
+//! version, subprotocol, rooms, token), asking the hub to admit it, and
 //! answering 101 or a JSON refusal.
 
 use std::net::{SocketAddr, TcpStream};
@@ -137,12 +137,14 @@ pub(crate) async fn upgrade(
     connection::start(link, leftover, upgraded, &ctx.spawner);
 }
 
-/// Validates an upgrade request against `config` alone: Host, method,
-/// headers, key, version, subprotocol, then the shared admission (`http::admission`)
-/// (`?rooms=`, Origin and token), in that order.
+/// Validates an upgrade request against `config` alone: Host, Origin
+/// (section 11: before anything else about the request), method,
+/// headers, key, version, subprotocol, then the shared admission
+/// (`http::admission`: `?rooms=` and token), in that order.
 /// Pure, so the fuzzer can call it; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
     host::check(request, config)?;
+    admission::check_origin(request, config)?;
     let bad = |message: &str| Refusal::new(400, ErrorCode::BadRequest, message);
     if request.method != "GET" || request.minor_version != 1 {
         return Err(bad("a WebSocket upgrade is a GET over HTTP/1.1"));

@@ -112,7 +112,9 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             let _ = write_all_within(&mut io, &bytes, stall).await;
             return;
         }
-        if request.path == "/ws" {
+        // A preflight on /ws is answered like any route's (section 1: every
+        // path of an allowed origin gets one), not taken for an upgrade.
+        if request.path == "/ws" && request.method != "OPTIONS" {
             // Only the bytes: the head's read buffer is not kept for the
             // life of the connection.
             let leftover = buf[..].to_vec();

@@ -51,10 +51,14 @@ impl Hub {
             let Some(pos) = since.seq(room) else {
                 continue;
             };
-            // A room that never had an event resumes from 0 only.
+            // A room that never had an event resumes from 0 only, and one
+            // that was forgotten (nothing held) from its last seq only.
             let known = self.rooms.get(room.as_str());
-            let resumable =
-                known.map_or_else(|| Room::default().can_resume(pos), |r| r.can_resume(pos));
+            let forgotten = self.rooms.forgotten_seq(room);
+            let resumable = known.map_or_else(
+                || Room::continuing(forgotten).can_resume(pos),
+                |r| r.can_resume(pos),
+            );
             match resumable {
                 Ok(()) if epoch_matches && known.is_some_and(|r| r.needs_read(pos)) => {
                     resume.deferred.push((room.clone(), pos));
@@ -63,7 +67,7 @@ impl Hub {
                 outcome => {
                     let oldest = match outcome {
                         Err(unavailable) => unavailable.oldest_seq,
-                        Ok(()) => known.map_or(1, Room::oldest_seq),
+                        Ok(()) => known.map_or(forgotten + 1, Room::oldest_seq),
                     };
                     let why = if epoch_matches {
                         format!("room `{room}` no longer holds the events after seq {pos}")
@@ -163,7 +167,13 @@ impl Hub {
         }
         let limit = self.config.send_queue;
         for (name, since) in rooms {
-            let source = resume_source(self.rooms.get(name.as_str()), since, loaded.get(&name));
+            let forgotten = self.rooms.forgotten_seq(&name);
+            let source = resume_source(
+                self.rooms.get(name.as_str()),
+                forgotten,
+                since,
+                loaded.get(&name),
+            );
             let Some(conn) = self.conns.get_mut(&id) else {
                 return; // ended as a slow consumer
             };

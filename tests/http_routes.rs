@@ -442,10 +442,10 @@ fn metrics_are_prometheus_text() {
     let hub = TestHub::start();
     let r = get(&hub, "/metrics");
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4"),
+        "the type PROTOCOL.md section 1 names"
     );
     assert!(r.text().contains("# TYPE wshub_connections_active gauge"));
 }

@@ -363,6 +363,20 @@ fn disconnect_hook_hears_every_kind_of_close() {
         drop(raw);
         let d = app.next().await.body;
         assert_eq!(d["close_code"], Value::Null, "{d}");
+
+        // An SSE stream has no close code, whatever ended it.
+        let mut stream = hub.stream("").await;
+        let r = hub
+            .request("DELETE", &format!("/api/connections/{}", stream.id()), None)
+            .await;
+        assert_eq!(r.status, 204);
+        stream.expect_end().await;
+        let d = app.next().await.body;
+        assert_eq!(
+            (d["reason"].clone(), d["close_code"].clone()),
+            (json!("admin"), Value::Null),
+            "{d}"
+        );
     });
 }
 

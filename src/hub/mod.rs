@@ -416,6 +416,9 @@ impl Hub {
         close_code: Option<u16>,
     ) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&id)?;
+        // A stream has no close code (PROTOCOL.md section 12): the reason
+        // says how it ended, the disconnect hook gets a null `close_code`.
+        let close_code = close_code.filter(|_| conn.encoding != Encoding::Sse);
         for name in conn.rooms.iter() {
             membership::exit(&mut self.rooms, id, name);
         }

@@ -155,7 +155,13 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             ip = as_json(peer.ip()),
             "http request"
         );
-        let bytes = response.to_bytes(&correlation_id, keep_alive);
+        let mut bytes = response.to_bytes(&correlation_id, keep_alive);
+        if request.method == "HEAD" {
+            // RFC 9110 9.3.2: the answer to a HEAD has the head alone (its
+            // Content-Length still that of the body), or a keep-alive
+            // client would read the body as the start of its next answer.
+            bytes.truncate(bytes.len() - response.body.len());
+        }
         match write_all_within(&mut io, &bytes, stall).await {
             // Let everyone else run between two pipelined requests: a
             // peer that sends hundreds in one write would otherwise keep

@@ -47,6 +47,10 @@ soak *ARGS:
     cargo build --release --workspace
     target/release/wshub-bench --soak {{ARGS}}
 
+# The Python package: `pip install .` in a fresh venv, then its tests and the FastAPI example's.
+test-python *ARGS:
+    python/run-tests.sh target/python-venv {{ARGS}}
+
 # Real-browser tests (installs Chromium and npm packages when missing).
 test-browser:
     tests/browser/run.sh

@@ -6,10 +6,13 @@
 #   bench/compare.sh                      # 10,000 subscribers, 3 runs each
 #   SUBSCRIBERS=1000 RATE=10 bench/compare.sh
 #   SERVERS="wshub floor" RUNS=5 bench/compare.sh
+#   SERVERS="wshub wshub-sse" SUBSCRIBERS=1000 RATE=50 bench/compare.sh   # WebSocket against SSE
 #
 # Settings (environment): SUBSCRIBERS (10000), PUBLISHES (60), RATE (2 per
 # second), PAYLOAD (128 bytes), FLOOD_TIME (5s), RUNS (3), SERVERS (wshub
-# node-ws axum floor), OUT (a new temporary directory: one JSON report per
+# node-ws axum floor; `wshub-sse` is wshub with its subscribers on
+# `/sse`, `--transport sse`, and `wshub-sse3` the same with two quiet rooms
+# more per stream, so every delivery writes a stream's own `id:` line), OUT (a new temporary directory: one JSON report per
 # run is kept there), EXTRA (more flags for every bench run).
 # Needs cargo, node/npm and python3. Everything runs on loopback; every run
 # is bounded by the bench's own limits.
@@ -31,13 +34,14 @@ say() { printf '=== %s\n' "$*" >&2; }
 
 say "building wshub, the peers and the floor"
 cargo build --release --workspace --quiet
-(cd bench/peers/axum && cargo build --release --quiet)
-(cd bench/floor && cargo build --release --quiet)
-(cd bench/peers/node-ws && npm ci --silent --no-audit --no-fund)
+wants() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if wants axum; then (cd bench/peers/axum && cargo build --release --quiet); fi
+if wants floor; then (cd bench/floor && cargo build --release --quiet); fi
+if wants node-ws; then (cd bench/peers/node-ws && npm ci --silent --no-audit --no-fund); fi
 
 command_for() {
     case "$1" in
-        wshub) echo "" ;;
+        wshub | wshub-sse | wshub-sse3) echo "" ;;
         node-ws) echo "node bench/peers/node-ws/server.js" ;;
         axum) echo "bench/peers/axum/target/release/wshub-bench-peer-axum" ;;
         floor) echo "bench/floor/target/release/wshub-bench-floor" ;;
@@ -52,6 +56,10 @@ for run in $(seq 1 "$RUNS"); do
         args=(--json -n "$SUBSCRIBERS" --publishes "$PUBLISHES" --rate "$RATE"
               --payload-bytes "$PAYLOAD" --flood --flood-time "$FLOOD_TIME")
         if [ -n "$cmd" ]; then args+=(--hub-cmd "$cmd"); fi
+        case "$server" in
+            wshub-sse) args+=(--transport sse) ;;
+            wshub-sse3) args+=(--transport sse --quiet-rooms 2) ;;
+        esac
         # shellcheck disable=SC2086 # EXTRA is a list of flags
         if ! target/release/wshub-bench "${args[@]}" $EXTRA >"$OUT/$server-$run.json"; then
             say "$server run $run reported a failure (kept in $OUT/$server-$run.json)"
@@ -62,7 +70,7 @@ done
 
 say "reports in $OUT"
 python3 - "$OUT" $SERVERS <<'PY'
-import json, os, statistics, sys
+import json, os, re, statistics, sys
 
 out, servers = sys.argv[1], sys.argv[2:]
 rows = {
@@ -84,7 +92,8 @@ rows = {
 def load(server):
     reports = []
     for name in sorted(os.listdir(out)):
-        if name.startswith(server + "-") and name.endswith(".json"):
+        # `server-N.json` exactly: `wshub-3.json` is not `wshub-sse-3.json`.
+        if re.fullmatch(re.escape(server) + r"-\d+\.json", name):
             try:
                 with open(os.path.join(out, name)) as f:
                     reports.append(json.load(f))

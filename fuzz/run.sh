@@ -40,7 +40,7 @@ done
 
 dictionary() {
     case $1 in
-        parse_head | upgrade_request) echo fuzz/dicts/http.dict ;;
+        parse_head | upgrade_request | stream_request) echo fuzz/dicts/http.dict ;;
         verify_token) echo fuzz/dicts/jwt.dict ;;
     esac
 }

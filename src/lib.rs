@@ -1,8 +1,9 @@
 //! wshub: a small, fast WebSocket event hub.
 //!
 //! An app (or a companion process beside it) publishes events; every open
-//! browser tab receives them within milliseconds over one WebSocket, by
-//! room, and resumes without gaps after a reconnect. The wire contract is
+//! browser tab receives them within milliseconds over one WebSocket (or a
+//! Server-Sent Events stream), by room, and resumes without gaps after a
+//! reconnect. The wire contract is
 //! PROTOCOL.md; this crate is the hub, as a binary and as a library.
 //!
 //! # Embedding
@@ -34,9 +35,10 @@
 //! - `server`: binds the socket, runs the hub thread's one executor with the
 //!   accept loop and the drain, and hands out the [`Handle`].
 //! - `http`: request heads, `Host` and `Origin`, the HTTP routes, the
-//!   WebSocket upgrade.
-//! - `connection`: one WebSocket's reader and writer tasks, RFC 6455 frame
-//!   decoding and the bounded input buffer.
+//!   WebSocket upgrade and the Server-Sent Events stream (`/sse`), both
+//!   admitted by the same checks.
+//! - `connection`: one connection's reader (or, for a stream, watcher) and
+//!   writer tasks, RFC 6455 frame decoding and the bounded input buffer.
 //! - [`hub`]: the task that owns connections, rooms, history and counters,
 //!   reached only through commands on an async channel.
 //! - `outlet`: the hub's end of a connection (written at once to an idle
@@ -90,11 +92,14 @@ pub use server::{Handle, serve};
 /// Fuzzing entry points: the parsers and checks that take untrusted bytes.
 ///
 /// A whole `/ws` request is [`parse_head`](fuzzing::parse_head) then
-/// [`check_upgrade`](fuzzing::check_upgrade), which needs no running hub.
+/// [`check_upgrade`](fuzzing::check_upgrade), and a whole `/sse` request
+/// `parse_head` then [`check_stream`](fuzzing::check_stream); neither needs
+/// a running hub.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::auth::{sign as sign_token, verify as verify_token};
     pub use crate::connection::FrameDecoder;
-    pub use crate::http::{Accepted, check_upgrade, parse_head};
+    pub use crate::http::{Accepted, StreamRequest, check_stream, check_upgrade, parse_head};
+    pub use crate::protocol::sse::Cursor;
     pub use crate::protocol::{Encoding, decode, is_valid_room};
 }

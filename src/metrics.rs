@@ -170,7 +170,7 @@ impl Default for Metrics {
             messages_out: 0,
             messages_dropped: 0,
             events_published: 0,
-            event_encodings: [("wshub.json", 0), ("wshub.msgpack", 0)].into(),
+            event_encodings: [("wshub.json", 0), ("wshub.msgpack", 0), ("sse", 0)].into(),
             handshake_rejections: HANDSHAKE_CODES.iter().map(|c| (c.to_string(), 0)).collect(),
             connection_duration: Histogram::new(DURATION_BUCKETS),
             broadcast: Histogram::new(BROADCAST_BUCKETS),
@@ -190,7 +190,7 @@ impl Default for Metrics {
 /// Values read at scrape time rather than counted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
-    /// Open WebSocket connections.
+    /// Open connections: WebSockets and SSE streams.
     pub connections_active: usize,
     /// Rooms with subscribers or history.
     pub rooms: usize,
@@ -218,6 +218,12 @@ impl Metrics {
         }
     }
 
+    /// Counts an event given its SSE form (`data:` line, and the `id:` line
+    /// of its room).
+    pub fn encoded_sse(&mut self) {
+        *self.event_encodings.entry("sse").or_default() += 1;
+    }
+
     /// Counts a hook call (labels from [`HOOKS`] and [`HOOK_OUTCOMES`]).
     pub fn hook_called(&mut self, hook: &'static str, outcome: &'static str, seconds: f64) {
         *self.hook_requests.entry((hook, outcome)).or_default() += 1;
@@ -241,7 +247,7 @@ impl Metrics {
         gauge(
             &mut out,
             "wshub_connections_active",
-            "Open WebSocket connections.",
+            "Open connections (WebSockets and SSE streams).",
             gauges.connections_active as f64,
         );
         counter(
@@ -284,7 +290,7 @@ impl Metrics {
         labelled(
             &mut out,
             "wshub_event_encodings_total",
-            "Events serialised, by subprotocol (once per event, not per recipient).",
+            "Events serialised, by subprotocol or `sse` (once per event, not per recipient).",
             "protocol",
             self.event_encodings.iter().map(|(k, v)| (*k, *v)),
         );

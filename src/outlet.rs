@@ -7,9 +7,14 @@
 //! Everything a delivery looks at — the socket, the queue length, the
 //! writer's flag, the counters — sits in one [`Link`], so a broadcast to
 //! thousands of connections touches one cache line per connection.
+//!
+//! A Server-Sent Events stream (PROTOCOL.md section 12) is a link with a
+//! [`StreamCursor`]: the hub hands it the shared `data:` bytes of a room
+//! event and the outlet writes the stream's own `id:` line before them.
 
 use std::cell::Cell;
-use std::io::{ErrorKind, Write};
+use std::fmt;
+use std::io::{ErrorKind, IoSlice, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use async_channel::Sender;
 use bytes::Bytes;
 use event_listener::Event;
 use smol::Async;
+use socket2::SockRef;
 
 use crate::protocol::{CloseCode, Encoded, PING_FRAME, close_frame, pong_frame};
 
@@ -36,10 +42,129 @@ pub enum Outbound {
     /// Bytes to write as they are: the unwritten end of a frame the hub
     /// began to write itself (or, once the writer has taken it, a Pong).
     Rest(Bytes),
+    /// A room event on a stream whose `id:` line is its own: the line,
+    /// then the event's shared `data:` bytes (boxed: the queue's items stay
+    /// small for every other connection).
+    Tagged(Box<TaggedEvent>),
     /// Close with this code after what is queued before it. The request is
     /// also recorded in the connection's `Link`, which interrupts a write that the
     /// peer is not taking.
     Close(CloseCode),
+}
+
+/// An SSE room event with the `id:` line of one stream.
+#[derive(Debug, Clone)]
+pub struct TaggedEvent {
+    /// `id: <cursor>\n`.
+    pub id: Bytes,
+    /// `data: …\n\n`, shared with every other stream.
+    pub data: Encoded,
+}
+
+/// Where an SSE stream stands (PROTOCOL.md section 12): the hub's epoch and,
+/// for each room of the stream in the order of `?rooms=`, the seq of the
+/// last event of it handed to the stream (or where the room stood when the
+/// stream joined). The stream's rooms never change, so the seqs are a
+/// fixed array of atomics, and the hub thread updates them as it delivers.
+///
+/// A stream of one room needs no cursor of its own after the welcome: its
+/// `id:` lines are the room's, built once per event and shared
+/// ([`Outlet::push_message`] of the tagged form). Only streams of several
+/// rooms go through [`Outlet::push_tagged`], which advances the cursor and
+/// writes it out.
+#[derive(Debug)]
+pub struct StreamCursor {
+    epoch: Arc<str>,
+    rooms: Box<[(Box<str>, AtomicU64)]>,
+}
+
+impl StreamCursor {
+    /// A cursor of `rooms` (in order, without duplicates), each at seq 0.
+    pub fn new(epoch: Arc<str>, rooms: &[String]) -> Self {
+        Self {
+            epoch,
+            rooms: rooms
+                .iter()
+                .map(|r| (r.as_str().into(), AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// The epoch the cursor is of.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Whether the stream has exactly one room, whose shared `id:` line
+    /// is then the stream's too.
+    pub fn is_single_room(&self) -> bool {
+        self.rooms.len() == 1
+    }
+
+    /// `id: <cursor>\n`, made per delivery to a stream of several rooms:
+    /// measured to the byte first, so it is one allocation the `Bytes`
+    /// takes over as it is, and written without the formatting machinery.
+    pub fn id_line(&self) -> Bytes {
+        let mut len = b"id: ".len() + self.epoch.len() + 1;
+        for (room, seq) in self.rooms.iter() {
+            len += 2 + room.len() + decimal_len(seq.load(Ordering::Relaxed));
+        }
+        let mut line = Vec::with_capacity(len);
+        line.extend_from_slice(b"id: ");
+        line.extend_from_slice(self.epoch.as_bytes());
+        for (room, seq) in self.rooms.iter() {
+            line.push(b';');
+            line.extend_from_slice(room.as_bytes());
+            line.push(b'=');
+            push_decimal(&mut line, seq.load(Ordering::Relaxed));
+        }
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    /// Records that the stream is at `seq` in `room` (a room not in the
+    /// stream is ignored).
+    pub fn set(&self, room: &str, seq: u64) {
+        if let Some((_, at)) = self.rooms.iter().find(|(r, _)| &**r == room) {
+            at.store(seq, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Display for StreamCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.epoch)?;
+        for (room, seq) in self.rooms.iter() {
+            write!(f, ";{room}={}", seq.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
+}
+
+/// How many decimal digits `n` has.
+fn decimal_len(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// One connection's socket and the state its hub, reader and writer share.
@@ -64,6 +189,8 @@ pub(crate) struct Link {
     closing: Event,
     messages_out: AtomicU64,
     bytes_out: AtomicU64,
+    /// Set for an SSE stream: what its `id:` lines say.
+    cursor: Option<StreamCursor>,
 }
 
 /// The newest Pong frame not yet written, shared by one connection's
@@ -73,8 +200,8 @@ pub(crate) struct Link {
 #[derive(Clone, Default)]
 pub(crate) struct PongSlot(Rc<Cell<Option<Box<[u8]>>>>);
 
-impl std::fmt::Debug for PongSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for PongSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A Cell cannot be read without taking what it holds.
         f.write_str("PongSlot")
     }
@@ -93,6 +220,16 @@ impl Link {
     /// upgrade response may not be written yet, so nothing may be written
     /// around it: `writing` starts set.
     pub fn new(socket: Async<TcpStream>) -> Self {
+        Self::with_cursor(socket, None)
+    }
+
+    /// A link around the socket of an SSE stream whose response head is
+    /// not written yet.
+    pub fn stream(socket: Async<TcpStream>, cursor: StreamCursor) -> Self {
+        Self::with_cursor(socket, Some(cursor))
+    }
+
+    fn with_cursor(socket: Async<TcpStream>, cursor: Option<StreamCursor>) -> Self {
         Self {
             socket,
             queued: AtomicU32::new(0),
@@ -102,7 +239,19 @@ impl Link {
             closing: Event::new(),
             messages_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            cursor,
         }
+    }
+
+    /// Whether this is an SSE stream (no close frame ends it: the socket
+    /// does).
+    pub fn is_stream(&self) -> bool {
+        self.cursor.is_some()
+    }
+
+    /// The stream's cursor, for an SSE stream.
+    pub fn cursor(&self) -> Option<&StreamCursor> {
+        self.cursor.as_ref()
     }
 
     /// Records a close request (the first one counts) and wakes the writer.
@@ -222,6 +371,60 @@ impl Outlet {
         true
     }
 
+    /// Hands a room event to an SSE stream of several rooms: advances the
+    /// stream's cursor to `seq` in `room` and writes the cursor's `id:`
+    /// line before `data`, the event's `data:` bytes every stream shares.
+    /// Only the line is made per stream. `false` as for [`Outlet::push`].
+    pub fn push_tagged(
+        &self,
+        data: &Encoded,
+        room: &str,
+        seq: u64,
+        limit: usize,
+        write_through: bool,
+    ) -> bool {
+        let Some(cursor) = self.link.cursor() else {
+            return self.push_message(data, limit, write_through);
+        };
+        if !self.has_room(limit) {
+            return false;
+        }
+        cursor.set(room, seq);
+        let id = cursor.id_line();
+        self.count_sent(data.len());
+        if write_through {
+            let whole = id.len() + data.wire().len();
+            match self.write_idle_pair(&id, data.wire()) {
+                Some(n) if n == whole => return true,
+                Some(n) => {
+                    // Rare (the socket took part of a small write): the
+                    // rest is copied once into one buffer for the writer.
+                    let mut rest = Vec::with_capacity(whole - n);
+                    if n < id.len() {
+                        rest.extend_from_slice(&id[n..]);
+                        rest.extend_from_slice(data.wire());
+                    } else {
+                        rest.extend_from_slice(&data.wire()[n - id.len()..]);
+                    }
+                    self.enqueue(Outbound::Rest(Bytes::from(rest)));
+                    return true;
+                }
+                None => {}
+            }
+        }
+        let tagged = TaggedEvent {
+            id,
+            data: data.clone(),
+        };
+        self.enqueue(Outbound::Tagged(Box::new(tagged)));
+        true
+    }
+
+    /// The stream's cursor, if this is an SSE stream.
+    pub fn cursor(&self) -> Option<&StreamCursor> {
+        self.link.cursor()
+    }
+
     /// Reads the connection's state, so that it is in cache for the push
     /// that follows: a broadcast first warms every member this way, and the
     /// cache misses overlap instead of stalling one send each.
@@ -249,6 +452,26 @@ impl Outlet {
         }
         loop {
             match link.socket.get_ref().write(bytes) {
+                Ok(0) => return None,
+                Ok(n) => return Some(n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// [`Outlet::write_idle`] of two buffers in one `sendmsg`.
+    fn write_idle_pair(&self, first: &[u8], second: &[u8]) -> Option<usize> {
+        let link = &*self.link;
+        if link.queued.load(Ordering::Relaxed) != 0 || link.writing.load(Ordering::Relaxed) {
+            return None;
+        }
+        let slices = [IoSlice::new(first), IoSlice::new(second)];
+        loop {
+            // sendmsg, as the writer does: no SIGPIPE for an embedding program.
+            match SockRef::from(link.socket.get_ref())
+                .send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+            {
                 Ok(0) => return None,
                 Ok(n) => return Some(n),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -335,6 +558,26 @@ mod tests {
         match item {
             Outbound::Message(m) => m.wire().to_vec(),
             other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cursor_line_is_the_cursor_to_the_byte() {
+        let cursor = StreamCursor::new("e".into(), &["a".into(), "bb".into()]);
+        assert_eq!(&cursor.id_line()[..], b"id: e;a=0;bb=0\n");
+        cursor.set("bb", u64::MAX);
+        cursor.set("a", 10);
+        cursor.set("not-in-it", 3);
+        let line = cursor.id_line();
+        assert_eq!(line, format!("id: {cursor}\n").into_bytes());
+        assert_eq!(&line[..], b"id: e;a=10;bb=18446744073709551615\n");
+        for n in [0, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(
+                (out.len(), out),
+                (decimal_len(n), n.to_string().into_bytes())
+            );
         }
     }
 

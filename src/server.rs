@@ -227,6 +227,7 @@ fn run(
             config: config.clone(),
             spawner: spawner.clone(),
             shutdown,
+            epoch: engine.epoch().into(),
             hooks: hooks.clone(),
         });
         let addr = listener.get_ref().local_addr().unwrap_or(config.bind);

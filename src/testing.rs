@@ -1,7 +1,8 @@
 //! Helpers for testing against a real hub over real sockets: [`TestHub`]
 //! starts one on an ephemeral loopback port, [`TestClient`] is a WebSocket
-//! client whose every wait is bounded, [`TokenBuilder`] mints JWTs, and
-//! [`http`] is a small HTTP/1.1 client.
+//! client whose every wait is bounded, [`TestStream`] the same for an SSE
+//! stream, [`TokenBuilder`] mints JWTs, and [`http`] is a small HTTP/1.1
+//! client.
 //!
 //! ```
 //! use wshub::testing::TestHub;
@@ -24,8 +25,8 @@ use futures_lite::FutureExt;
 use serde_json::{Value, json};
 
 use crate::auth::{Claims, mint, sign};
-use crate::client::{Client, ClientError, Next};
-pub use crate::client::{Closed, HttpResponse, connect_raw, parse_response};
+use crate::client::{Client, ClientError, EventStream, Next};
+pub use crate::client::{Closed, HttpResponse, SseItem, connect_raw, parse_response};
 use crate::config::Config;
 use crate::server::{Handle, serve};
 
@@ -92,6 +93,28 @@ impl TestHub {
     /// parameters such as `&rooms=a`.
     pub async fn client_with_token(&self, token: &str, query: &str) -> TestClient {
         TestClient::connect(&self.ws_url(&format!("?token={token}{query}"))).await
+    }
+
+    /// `GET /sse{query}` (say `?rooms=a`): the stream, its `retry:` and
+    /// welcome read; panics if it is refused or does not start so.
+    pub async fn stream(&self, query: &str) -> TestStream {
+        self.stream_with(query, &[])
+            .await
+            .unwrap_or_else(|r| panic!("/sse{query} refused: {} {}", r.status, r.text()))
+    }
+
+    /// `GET /sse{query}` with extra request headers (`Last-Event-ID`,
+    /// `Origin`, …): the stream, or the refusal's whole response.
+    pub async fn stream_with(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<TestStream, HttpResponse> {
+        let path = format!("/sse{query}");
+        let stream = EventStream::open(self.handle.addr(), &path, headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))?;
+        Ok(TestStream::start(stream).await)
     }
 
     /// A token for `sub` signed with the hub's `jwt_secret`.
@@ -386,6 +409,128 @@ impl TestClient {
     /// Closes with 1000 and waits (bounded) for the hub's reply.
     pub async fn close(self) {
         self.client.close(TIMEOUT).await;
+    }
+}
+
+/// An SSE stream for tests (PROTOCOL.md section 12): an [`EventStream`]
+/// whose every wait panics after [`TIMEOUT`]; it remembers its `welcome`
+/// and the welcome's `id:`.
+#[derive(Debug)]
+pub struct TestStream {
+    stream: EventStream,
+    /// The hub's `welcome` message.
+    pub welcome: Value,
+    /// The welcome's `id:`: the cursor the stream started at.
+    pub welcome_id: String,
+}
+
+impl TestStream {
+    /// Reads the start every stream must have: `retry: 1000`, then the
+    /// welcome with an `id:`.
+    async fn start(mut stream: EventStream) -> Self {
+        let first = stream.next_within(TIMEOUT).await;
+        assert_eq!(
+            first,
+            Some(SseItem::Retry(1000)),
+            "a stream starts with retry"
+        );
+        match stream.next_within(TIMEOUT).await {
+            Some(SseItem::Event { id: Some(id), data }) => {
+                let welcome: Value = serde_json::from_str(&data).expect("the welcome is JSON");
+                assert_eq!(welcome["type"], "welcome", "{welcome}");
+                Self {
+                    stream,
+                    welcome,
+                    welcome_id: id,
+                }
+            }
+            other => panic!("expected the welcome with an id, got {other:?}"),
+        }
+    }
+
+    /// This stream's connection ID, from the welcome.
+    pub fn id(&self) -> String {
+        self.welcome["payload"]["connection_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The response head of the stream.
+    pub fn head(&self) -> &HttpResponse {
+        &self.stream.head
+    }
+
+    /// The last `id:` seen: what a reconnect sends as `Last-Event-ID`.
+    pub fn last_event_id(&self) -> String {
+        self.stream.last_event_id().unwrap_or_default().to_string()
+    }
+
+    /// The next item (comments included), or `None` if the stream ended or
+    /// nothing came within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<SseItem> {
+        self.stream.next_within(wait).await
+    }
+
+    /// The next message with its `id:` line (if it had one), skipping
+    /// comments; panics after [`TIMEOUT`] or at the end of the stream.
+    pub async fn recv_tagged(&mut self) -> (Option<String>, Value) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stream.next_within(left).await {
+                Some(SseItem::Event { id, data }) => {
+                    let message = serde_json::from_str(&data)
+                        .unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}"));
+                    return (id, message);
+                }
+                Some(_) => continue,
+                None if self.stream.is_ended() => panic!("the stream ended"),
+                None => panic!("no message from the stream in time"),
+            }
+        }
+    }
+
+    /// The next message, skipping comments.
+    pub async fn recv(&mut self) -> Value {
+        self.recv_tagged().await.1
+    }
+
+    /// The next message, which must be of `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], kind, "expected `{kind}`, got {message}");
+        message
+    }
+
+    /// Asserts that no message but comments arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stream.next_within(left).await {
+                Some(SseItem::Event { data, .. }) => panic!("expected silence, got {data}"),
+                Some(_) => continue,
+                None => return,
+            }
+        }
+    }
+
+    /// Reads until the hub ends the stream and returns the messages that
+    /// came first; panics after [`TIMEOUT`].
+    pub async fn expect_end(&mut self) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut messages = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stream.next_within(left).await {
+                Some(SseItem::Event { data, .. }) => {
+                    messages.push(serde_json::from_str(&data).unwrap_or(Value::String(data)));
+                }
+                Some(_) => continue,
+                None if self.stream.is_ended() => return messages,
+                None => panic!("the hub did not end the stream in time"),
+            }
+        }
     }
 }
 

@@ -184,3 +184,71 @@ fn seqs_are_per_room() {
         assert_eq!(hub.publish("a", "e", json!({})).await["seq"], 2);
     });
 }
+
+/// Waits, with a bound, until room `room` is forgotten (404).
+async fn until_forgotten(hub: &TestHub, room: &str) {
+    let deadline = std::time::Instant::now() + wshub::testing::TIMEOUT;
+    while hub
+        .request("GET", &format!("/api/rooms/{room}"), None)
+        .await
+        .status
+        != 404
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "room `{room}` was never forgotten"
+        );
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_room_whose_history_all_expired_recovers_only_from_its_last_seq() {
+    // `history_ttl` empties the room and, with no members, the hub forgets
+    // it but keeps its seq: a resume from before that seq lost events, so
+    // it is `history_unavailable`, never a silent `recovered: true`.
+    let hub = TestHub::with_config(|c| c.history_ttl = Duration::from_millis(100));
+    let epoch = hub.handle().epoch().to_string();
+    smol::block_on(async {
+        hub.publish("gone", "e", json!({})).await;
+        hub.publish("gone", "e", json!({})).await;
+        until_forgotten(&hub, "gone").await;
+
+        let mut tab = hub.client("").await;
+        tab.send(json!({"type": "subscribe", "rooms": ["gone"], "since": {"gone": 0}, "epoch": epoch, "ref": "s"}))
+            .await;
+        let err = tab.expect("error").await;
+        assert_eq!(err["payload"]["code"], "history_unavailable");
+        assert_eq!(err["payload"]["room"], "gone");
+        assert_eq!(err["payload"]["oldest_seq"], 3, "nothing is held");
+        let sub = tab.expect("subscribed").await;
+        assert_eq!(sub["payload"]["recovered"], json!({"gone": false}));
+        assert_eq!(sub["payload"]["positions"], json!({"gone": 2}));
+        tab.close().await;
+        until_forgotten(&hub, "gone").await;
+
+        // From its last seq nothing was missed: recovered, nothing replayed.
+        let mut tab = hub.client("").await;
+        let sub = tab
+            .request(json!({"type": "subscribe", "rooms": ["gone"], "since": {"gone": 2}, "epoch": epoch}))
+            .await;
+        assert_eq!(sub["type"], "subscribed", "{sub}");
+        assert_eq!(sub["payload"]["recovered"], json!({"gone": true}));
+        tab.expect_nothing_before_pong().await;
+        tab.close().await;
+        until_forgotten(&hub, "gone").await;
+
+        // A stream's cursor is held to the same rule (section 12).
+        let cursor = format!("{epoch};gone=1");
+        let mut stream = hub
+            .stream_with("?rooms=gone", &[("Last-Event-ID", cursor.as_str())])
+            .await
+            .expect("admitted");
+        assert_eq!(stream.welcome_id, format!("{epoch};gone=2"));
+        let err = stream.expect("error").await;
+        assert_eq!(err["payload"]["code"], "history_unavailable");
+        assert_eq!(err["payload"]["oldest_seq"], 3);
+        hub.publish("gone", "e", json!({})).await;
+        assert_eq!(stream.expect("e").await["seq"], 3);
+    });
+}

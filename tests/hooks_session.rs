@@ -122,6 +122,59 @@ fn connect_hook_reads_a_cookie_and_names_the_user() {
 }
 
 #[test]
+fn an_sse_stream_asks_the_connect_hook_as_an_upgrade_does() {
+    let app = App::start(|r| {
+        let cookie = r.body["headers"]["cookie"].as_str().unwrap_or("");
+        if cookie.contains("session=good") {
+            AppResponse::json(200, json!({"user": "alice", "subscribe": ["inbox:alice"]}))
+        } else {
+            AppResponse::json(
+                401,
+                json!({"error": {"code": "login_required", "message": "log in first"}}),
+            )
+        }
+    });
+    let hub = hub(&[("connect_hook", app.url("/hooks/connect"))], |_| {});
+    smol::block_on(async {
+        let mut stream = hub
+            .stream_with("?rooms=news", &[("Cookie", "session=good")])
+            .await
+            .expect("admitted");
+        assert_eq!(stream.welcome["payload"]["user"], "alice");
+        assert_eq!(
+            stream.welcome["payload"]["rooms"],
+            json!(["news", "inbox:alice"])
+        );
+        let epoch = stream.welcome["payload"]["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(stream.welcome_id, format!("{epoch};news=0;inbox:alice=0"));
+        let asked = app.next().await;
+        assert_eq!(asked.body["hook"], "connect");
+        assert_eq!(asked.body["protocol"], "sse");
+        assert_eq!(asked.body["connection_id"], stream.id());
+        // The app's room is the stream's: its events come, with the cursor.
+        hub.publish("inbox:alice", "mail", json!({"n": 1})).await;
+        let (id, mail) = stream.recv_tagged().await;
+        assert_eq!(mail["type"], "mail");
+        assert_eq!(id, Some(format!("{epoch};news=0;inbox:alice=1")));
+        let refused = match hub
+            .stream_with("?rooms=news", &[("Cookie", "session=bad")])
+            .await
+        {
+            Ok(_) => panic!("a bad session is refused"),
+            Err(refused) => refused,
+        };
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.json()["error"]["code"], "login_required");
+        // The refusal left the admitted stream alone.
+        hub.publish("news", "n", json!({})).await;
+        assert_eq!(stream.expect("n").await["room"], "news");
+    });
+}
+
+#[test]
 fn connect_answers_merge_with_jwt_claims() {
     let app = App::start(|r| {
         assert_eq!(r.body["user"], "jwt-user");
@@ -310,6 +363,20 @@ fn disconnect_hook_hears_every_kind_of_close() {
         drop(raw);
         let d = app.next().await.body;
         assert_eq!(d["close_code"], Value::Null, "{d}");
+
+        // An SSE stream has no close code, whatever ended it.
+        let mut stream = hub.stream("").await;
+        let r = hub
+            .request("DELETE", &format!("/api/connections/{}", stream.id()), None)
+            .await;
+        assert_eq!(r.status, 204);
+        stream.expect_end().await;
+        let d = app.next().await.body;
+        assert_eq!(
+            (d["reason"].clone(), d["close_code"].clone()),
+            (json!("admin"), Value::Null),
+            "{d}"
+        );
     });
 }
 

@@ -306,6 +306,14 @@ fn foreign_origins_are_refused_beyond_the_open_routes() {
             ("GET", "/api/rooms"),
             ("OPTIONS", "/api/events"),
             ("DELETE", "/api/connections/x"),
+            // `/ws` and `/sse` too, before anything else is looked at:
+            // not an upgrade, another method, a bad room name.
+            ("GET", "/ws"),
+            ("POST", "/ws"),
+            ("GET", "/ws?rooms=a%20b"),
+            ("POST", "/sse"),
+            ("DELETE", "/sse"),
+            ("GET", "/sse?rooms=a%20b"),
         ] {
             let r = http(addr, method, path, &evil, None).await;
             assert_eq!(

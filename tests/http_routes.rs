@@ -442,10 +442,36 @@ fn metrics_are_prometheus_text() {
     let hub = TestHub::start();
     let r = get(&hub, "/metrics");
     assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4"),
+        "the type PROTOCOL.md section 1 names"
     );
     assert!(r.text().contains("# TYPE wshub_connections_active gauge"));
+}
+
+#[test]
+fn a_head_request_gets_a_head_and_no_body() {
+    // Whatever the answer (HEAD is not one of the routes' methods), it has
+    // no body: the next answer on a keep-alive connection starts cleanly.
+    let hub = TestHub::start();
+    let mut s = TcpStream::connect(hub.handle().addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: keep-alive"),
+        "{head}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "no body after the head: {rest}"
+    );
+    let health = parse_response(rest.as_bytes()).unwrap();
+    assert_eq!(health.json()["status"], "ok");
 }

@@ -378,6 +378,8 @@ fn stdin_events_are_published_bad_lines_skipped_and_eof_stops_the_hub() {
         )
         .unwrap();
         writeln!(stdin, "this is not json").unwrap();
+        // Not UTF-8: skipped like any bad line, not taken for the end of stdin.
+        stdin.write_all(b"\xff\xfe{\"type\":\"x\"}\n").unwrap();
         writeln!(
             stdin,
             r#"{{"room":"jobs","type":"welcome","payload":{{}}}}"#
@@ -401,7 +403,7 @@ fn stdin_events_are_published_bad_lines_skipped_and_eof_stops_the_hub() {
         .into_iter()
         .filter(|l| l.contains("stdin line"))
         .collect();
-    assert_eq!(skipped.len(), 2, "{skipped:#?}");
+    assert_eq!(skipped.len(), 3, "{skipped:#?}");
 }
 
 #[test]

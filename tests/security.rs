@@ -566,6 +566,16 @@ fn cors_answers_allowed_origins_only() {
             ("Access-Control-Request-Method", "POST"),
             ("Access-Control-Request-Headers", "content-type"),
         ];
+        // Every path has a preflight, the upgrade's and the stream's too.
+        for path in ["/ws", "/sse", "/metrics"] {
+            let r = http(addr, "OPTIONS", path, &pre, None).await;
+            assert_eq!(r.status, 204, "{path}");
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some("http://localhost:5173"),
+                "{path}"
+            );
+        }
         let r = http(addr, "OPTIONS", "/api/events", &pre, None).await;
         assert_eq!(r.status, 204);
         assert_eq!(

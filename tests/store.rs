@@ -617,3 +617,56 @@ async fn store_reads(hub: &Hub) -> f64 {
         .parse()
         .unwrap()
 }
+
+#[test]
+fn an_sse_stream_resumes_across_a_restart_from_the_store() {
+    // After a restart the hub holds no events in memory: a stream's
+    // `Last-Event-ID` from before it is answered from the store, in order,
+    // each once, then the newer events as they come.
+    use wshub::client::{EventStream, SseItem};
+    let dir = store_dir("sse-restart");
+    smol::block_on(async {
+        let mut hub = Hub::start(&dir, &[], &[]);
+        for n in 1..=5 {
+            hub.publish("feed", n).await;
+        }
+        let epoch = hub.epoch.clone();
+        hub.signal("TERM");
+        assert_eq!(hub.wait_end(), Some(0));
+        let hub = Hub::start(&dir, &[], &[]);
+        assert_eq!(hub.epoch, epoch);
+        hub.publish("feed", 6).await;
+        let cursor = format!("{epoch};feed=2");
+        let mut stream =
+            EventStream::open(hub.addr, "/sse?rooms=feed", &[("Last-Event-ID", &cursor)])
+                .await
+                .expect("GET /sse")
+                .expect("a 200 stream");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < 5 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stream.next_within(left).await {
+                Some(SseItem::Event { id, data }) => {
+                    let message: Value = serde_json::from_str(&data).unwrap();
+                    match message["type"].as_str() {
+                        Some("welcome") => assert_eq!(id.as_deref(), Some(cursor.as_str())),
+                        Some("t") => {
+                            let seq = message["seq"].as_u64().unwrap();
+                            assert_eq!(id, Some(format!("{epoch};feed={seq}")));
+                            seen.push(seq);
+                            if seq == 6 {
+                                hub.publish("feed", 7).await;
+                            }
+                        }
+                        _ => panic!("unexpected {message}"),
+                    }
+                }
+                Some(_) => continue,
+                None => panic!("the stream gave {seen:?} only"),
+            }
+        }
+        assert_eq!(seen, [3, 4, 5, 6, 7]);
+        assert!(store_reads(&hub).await >= 1.0, "read from the store");
+    });
+}

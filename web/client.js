@@ -1,5 +1,7 @@
 // wshub browser client: a plain ES module, no build step, no dependency.
-// Speaks PROTOCOL.md version 1 over `wshub.json`.
+// Speaks PROTOCOL.md version 1 over `wshub.json`, or receives over a
+// Server-Sent Events stream (`transport: 'sse'`, section 12) where a
+// WebSocket cannot open; `'auto'` falls back to SSE by itself.
 //
 //   import { WsHub } from '/client.js';
 //   const hub = WsHub.connect('/ws', {
@@ -13,7 +15,13 @@
 const FINAL_CLOSE_CODES = new Set([1008, 4003]);
 
 /** Error codes the client makes itself, as opposed to those the hub sends. */
-const LOCAL_CODES = new Set(['not_connected', 'timeout', 'disconnected', 'closed']);
+const LOCAL_CODES = new Set(['not_connected', 'timeout', 'disconnected', 'closed', 'unsupported_transport']);
+
+/** Transports a client may be asked for. */
+const TRANSPORTS = new Set(['websocket', 'sse', 'auto']);
+
+/** WebSocket attempts in a row that never opened before `auto` tries SSE. */
+const AUTO_FALLBACK_AFTER = 2;
 
 const DEFAULTS = {
   backoffMs: 1000,
@@ -29,8 +37,9 @@ const DEFAULTS = {
  * `code` is the hub's `error.code` (`forbidden`, `invalid_message`,
  * `reserved_type`, …) or one of the client's own: `not_connected` (no open
  * connection when called), `timeout` (no reply within `requestTimeoutMs`),
- * `disconnected` (the connection closed before the reply) and `closed`
- * (`close()` was called). `details` holds the rest of the hub's error
+ * `disconnected` (the connection closed before the reply), `closed`
+ * (`close()` was called) and `unsupported_transport` (a call an SSE stream
+ * cannot make: `publish`, `presence`, `request`, `rpc`; publish over HTTP). `details` holds the rest of the hub's error
  * payload (such as `room` or `oldest_seq`) and the reply's `ref` and
  * `correlation_id`.
  */
@@ -80,6 +89,8 @@ export class WsHubError extends Error {
  *   reconnect (close code 4003 or 1008, or `close()` was called).
  * @property {number} [retryInMs] `closed` only, when not final: the delay
  *   before the next attempt.
+ * @property {'websocket'|'sse'} transport The transport of this attempt
+ *   (with `transport: 'auto'`, `sse` once the client has fallen back).
  * @property {string} [connectionId] `open` only: from the welcome.
  * @property {string} [epoch] `open` only: the hub's epoch.
  * @property {boolean} [epochChanged] `open` only: true when the hub restarted
@@ -112,6 +123,20 @@ export class WsHubError extends Error {
  * @property {number} [connectTimeoutMs] Give up on an attempt with no welcome
  *   after this long (default 10000).
  * @property {number} [requestTimeoutMs] Default reply timeout of requests (default 10000).
+ * @property {'websocket'|'sse'|'auto'} [transport] How to reach the hub
+ *   (default `websocket`). `sse` receives over `GET /sse` instead: events
+ *   (room, user and everyone), `health_status`, resume without gaps across
+ *   reconnects, `subscribe`/`unsubscribe` (each reopens the stream with the
+ *   new rooms, resuming the others), the watchdog and the token function
+ *   all work; `publish`, `presence`, `request` (and so `rpc`) reject with
+ *   `unsupported_transport`, since a stream cannot send (publish with
+ *   `POST /api/events`). An admin `DELETE` and a shutdown end a stream
+ *   alike, so an SSE client reconnects after both (no 4003 is final).
+ *   `auto` starts with WebSocket and falls back to SSE for good when
+ *   WebSocket fails to open twice in a row while `/health` answers (a
+ *   proxy that breaks upgrades).
+ * @property {string} [sseUrl] The stream's URL (default: the WebSocket URL
+ *   with `/ws` replaced by `/sse`, over `http(s):`).
  */
 
 /**
@@ -136,6 +161,19 @@ export class WsHub {
   }
 
   #url;
+  #sseUrl;
+  #healthUrl;
+  /** @type {'websocket'|'sse'} */
+  #transport;
+  #auto;
+  /** WebSocket attempts in a row that never opened (for `auto`). */
+  #unopened = 0;
+  /** @type {AbortController|null} the open SSE stream's request */
+  #stream = null;
+  /** The current stream's welcome said the epoch changed. */
+  #streamEpochChanged = false;
+  /** The current stream sent `token_expired`: its end is a 4001. */
+  #streamExpired = false;
   #token;
   #onEvent;
   #onStatus;
@@ -180,6 +218,13 @@ export class WsHub {
    */
   constructor(url, options) {
     this.#url = toWebSocketUrl(url);
+    const { sse, health } = siblingUrls(this.#url);
+    this.#sseUrl = options.sseUrl ? new URL(options.sseUrl, globalThis.location?.href).href : sse;
+    this.#healthUrl = health;
+    const transport = options.transport ?? 'websocket';
+    if (!TRANSPORTS.has(transport)) throw new TypeError(`transport must be 'websocket', 'sse' or 'auto', not ${transport}`);
+    this.#auto = transport === 'auto';
+    this.#transport = transport === 'sse' ? 'sse' : 'websocket';
     this.#token = options.token;
     this.#onEvent = options.onEvent;
     this.#onStatus = options.onStatus;
@@ -193,6 +238,11 @@ export class WsHub {
   /** `connecting`, `open` or `closed`. */
   get state() {
     return this.#state;
+  }
+
+  /** `websocket` or `sse`: how the client reaches the hub now. */
+  get transport() {
+    return this.#transport;
   }
 
   /** This connection's ID from the welcome, or null before the first. */
@@ -228,6 +278,7 @@ export class WsHub {
     const list = toList(rooms);
     const added = list.filter((room) => !this.#rooms.has(room));
     for (const room of list) this.#rooms.add(room);
+    if (this.#transport === 'sse') return this.#reopenStream(added.length > 0);
     if (this.#state !== 'open') return Promise.resolve(null);
     return this.#request({ type: 'subscribe', rooms: list }, { keep: true }).then(
       (reply) => reply?.payload ?? null,
@@ -248,7 +299,9 @@ export class WsHub {
    */
   unsubscribe(rooms) {
     const list = toList(rooms);
+    const had = list.some((room) => this.#rooms.has(room));
     for (const room of list) this.#forget(room);
+    if (this.#transport === 'sse') return this.#reopenStream(had);
     if (this.#state !== 'open') return Promise.resolve(null);
     return this.#request({ type: 'unsubscribe', rooms: list }, { keep: true }).then(
       (reply) => reply?.payload ?? null,
@@ -341,6 +394,17 @@ export class WsHub {
       return;
     }
     if (generation !== this.#generation) return; // closed or timed out while the token was fetched
+    if (this.#auto && this.#transport === 'websocket' && this.#unopened >= AUTO_FALLBACK_AFTER) {
+      // WebSocket keeps failing: if the hub answers HTTP, something on the
+      // way breaks upgrades, and a stream may pass where they do not.
+      const answers = await this.#healthAnswers();
+      if (generation !== this.#generation) return;
+      if (answers) this.#transport = 'sse';
+    }
+    if (this.#transport === 'sse') {
+      this.#openStream(generation, url.searchParams.get('token'));
+      return;
+    }
     let ws;
     try {
       ws = new WebSocket(url, 'wshub.json');
@@ -358,14 +422,99 @@ export class WsHub {
     ws.onerror = () => {}; // a close event always follows
   }
 
+  /** Whether `GET /health` answers at all (any status), within the connect timeout. */
+  async #healthAnswers() {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.#config.connectTimeoutMs);
+    try {
+      await fetch(this.#healthUrl, { cache: 'no-store', signal: abort.signal });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * One SSE attempt: `GET /sse?rooms=…&since=<cursor>` read as a stream of
+   * fields (fetch rather than EventSource: it shows the refusal's status,
+   * the heartbeat comments the watchdog needs, and lets every attempt take
+   * a fresh token and the client's own cursor).
+   */
+  async #openStream(generation, token) {
+    const url = new URL(this.#sseUrl);
+    if (this.#rooms.size > 0) url.searchParams.set('rooms', [...this.#rooms].join(','));
+    if (token != null) url.searchParams.set('token', token);
+    const since = this.#cursor();
+    if (since) url.searchParams.set('since', since);
+    const abort = new AbortController();
+    this.#stream = abort;
+    this.#streamEpochChanged = false;
+    this.#streamExpired = false;
+    const current = () => generation === this.#generation && this.#stream === abort;
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: 'text/event-stream' }, cache: 'no-store', signal: abort.signal });
+    } catch (err) {
+      if (current()) this.#lost(1006, `connection failed: ${err?.message ?? err}`);
+      return;
+    }
+    if (!current()) return;
+    if (!response.ok || !response.body) {
+      const body = await response.json().catch(() => ({}));
+      if (current()) this.#lost(1006, `HTTP ${response.status} ${body?.error?.code ?? ''}`.trim());
+      return;
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    const parser = new StreamParser({
+      onEvent: (data, id) => {
+        if (current()) this.#receive(data, id);
+      },
+      onComment: () => {
+        this.#lastMessageAt = Date.now();
+      },
+    });
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || !current()) break;
+        parser.push(value);
+      }
+    } catch {
+      // Cut or aborted: the end is handled below.
+    }
+    if (current()) {
+      this.#lost(this.#streamExpired ? 4001 : 1006, this.#streamExpired ? 'token expired' : 'stream ended');
+    }
+  }
+
+  /** `<epoch>;<room>=<seq>;…` for the rooms with a position, or null. */
+  #cursor() {
+    if (this.#epoch === null) return null;
+    const parts = [...this.#rooms].filter((room) => this.#lastSeq.has(room)).map((room) => `${room}=${this.#lastSeq.get(room)}`);
+    return parts.length > 0 ? [this.#epoch, ...parts].join(';') : null;
+  }
+
+  /** Reopens the stream for a changed room list (resuming every room it has a position in). */
+  #reopenStream(changed) {
+    if (changed && !this.#stopped && (this.#state === 'open' || this.#state === 'connecting')) {
+      this.#generation += 1;
+      this.#detach(1000, 'rooms changed');
+      this.#open();
+    }
+    return Promise.resolve(null);
+  }
+
   /** The current socket ended (or is given up on): report, then retry unless final. */
   #lost(code, reason) {
     const wasStable = this.#state === 'open' && Date.now() - this.#openedAt >= this.#config.stableMs;
+    if (this.#transport === 'websocket') this.#unopened = this.#state === 'open' ? 0 : this.#unopened + 1;
     const attempt = this.#attempt;
     this.#generation += 1; // an attempt still fetching its token is abandoned
     this.#detach(4000, reason);
     this.#settleAll(new WsHubError('disconnected', `the connection closed (${code}) before the reply`));
-    if (FINAL_CLOSE_CODES.has(code)) {
+    if (FINAL_CLOSE_CODES.has(code) && this.#transport === 'websocket') {
       this.#stopped = true;
       globalThis.removeEventListener?.('online', this.#onOnline);
       this.#report('closed', { code, reason, attempt, final: true });
@@ -385,6 +534,8 @@ export class WsHub {
     clearTimeout(this.#watchdogTimer);
     this.#watchdogTimer = undefined;
     this.#state = 'closed';
+    this.#stream?.abort();
+    this.#stream = null;
     const ws = this.#ws;
     this.#ws = null;
     if (!ws) return;
@@ -412,7 +563,7 @@ export class WsHub {
     this.#watchdogTimer = setTimeout(check, ms);
   }
 
-  #receive(data) {
+  #receive(data, id) {
     this.#lastMessageAt = Date.now();
     let msg;
     try {
@@ -421,10 +572,20 @@ export class WsHub {
       return; // not ours to understand; the hub only sends JSON objects here
     }
     if (!msg || typeof msg !== 'object') return;
-    if (msg.type === 'welcome') return this.#welcome(msg.payload ?? {});
+    if (msg.type === 'welcome') return this.#welcome(msg.payload ?? {}, id);
     if (msg.type === 'subscribed') this.#subscribed(msg.payload ?? {});
     if (msg.type === 'error' && msg.payload?.code === 'history_unavailable') {
-      return; // always followed by `subscribed`, whose `recovered` says the same
+      // On a WebSocket `subscribed` follows, whose `recovered` says the
+      // same; a stream has no `subscribed`, so it is told here (unless the
+      // hub restarted, which `epochChanged` says already).
+      if (this.#transport === 'sse' && !this.#streamEpochChanged) {
+        this.#notice({ historyUnavailable: [msg.payload.room] });
+      }
+      return;
+    }
+    if (msg.type === 'error' && msg.payload?.code === 'token_expired' && this.#transport === 'sse') {
+      this.#streamExpired = true; // the stream ends next; that is the 4001
+      return;
     }
     const pending = msg.ref != null ? this.#pending.get(msg.ref) : undefined;
     if (pending) return this.#settle(msg.ref, pending, msg);
@@ -435,16 +596,29 @@ export class WsHub {
     if (msg.id !== undefined) this.#event(msg);
   }
 
-  #welcome(payload) {
+  #welcome(payload, id) {
     const epochChanged = this.#epoch !== null && payload.epoch !== this.#epoch;
     if (epochChanged) this.#lastSeq.clear(); // seqs restart with the new epoch
+    if (this.#transport === 'sse') {
+      this.#streamEpochChanged = epochChanged;
+      // The welcome's cursor is where the stream starts in each room: what
+      // it resumes from, or where a room stands that it joins afresh.
+      for (const part of String(id ?? '').split(';').slice(1)) {
+        const at = part.lastIndexOf('=');
+        const room = part.slice(0, at);
+        const seq = Number(part.slice(at + 1));
+        if (at > 0 && this.#rooms.has(room) && Number.isSafeInteger(seq)) {
+          this.#lastSeq.set(room, Math.max(this.#lastSeq.get(room) ?? 0, seq));
+        }
+      }
+    }
     this.#epoch = payload.epoch ?? null;
     this.#connectionId = payload.connection_id ?? null;
     this.#heartbeatTimeoutMs = payload.heartbeat_timeout_ms ?? 0;
     this.#state = 'open';
     this.#openedAt = Date.now();
     this.#armWatchdog(this.#heartbeatTimeoutMs);
-    if (this.#rooms.size > 0) this.#rejoin();
+    if (this.#rooms.size > 0 && this.#transport === 'websocket') this.#rejoin();
     this.#report('open', { connectionId: this.#connectionId, epoch: this.#epoch, epochChanged });
   }
 
@@ -488,6 +662,15 @@ export class WsHub {
 
   #request(message, { timeoutMs = this.#config.requestTimeoutMs, keep = false } = {}) {
     return new Promise((resolve, reject) => {
+      if (this.#transport === 'sse' && !this.#stopped) {
+        reject(
+          new WsHubError(
+            'unsupported_transport',
+            `\`${message.type}\` needs a WebSocket; this client receives over SSE, which cannot send (publish with POST /api/events)`,
+          ),
+        );
+        return;
+      }
       const ws = this.#ws;
       if (this.#state !== 'open' || !ws) {
         reject(new WsHubError('not_connected', 'the hub is not connected'));
@@ -537,7 +720,7 @@ export class WsHub {
 
   #report(state, fields = {}) {
     this.#state = state;
-    call(this.#onStatus, { state, code: null, reason: '', attempt: this.#attempt, ...fields });
+    call(this.#onStatus, { state, code: null, reason: '', attempt: this.#attempt, transport: this.#transport, ...fields });
   }
 
   /** Reports something that happened while open, without a change of state. */
@@ -551,6 +734,71 @@ function toWebSocketUrl(url) {
   if (resolved.protocol === 'http:') resolved.protocol = 'ws:';
   if (resolved.protocol === 'https:') resolved.protocol = 'wss:';
   return resolved.href;
+}
+
+/** The hub's `/sse` and `/health` beside its WebSocket URL, over http(s). */
+function siblingUrls(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+  url.hash = '';
+  const prefix = url.pathname.endsWith('/ws') ? url.pathname.slice(0, -2) : '/';
+  const sse = new URL(url);
+  sse.pathname = `${prefix}sse`;
+  sse.searchParams.delete('rooms');
+  const health = new URL(url);
+  health.pathname = `${prefix}health`;
+  health.search = '';
+  return { sse: sse.href, health: health.href };
+}
+
+/**
+ * The field parser of an event stream (the HTML standard's, for what the
+ * hub sends): lines end in LF, CRLF or CR; a blank line dispatches the
+ * block's `data` (lines joined by LF) with its `id`; `:` lines are comments.
+ */
+class StreamParser {
+  #onEvent;
+  #onComment;
+  #rest = '';
+  #data = null;
+  #id = null;
+
+  constructor({ onEvent, onComment }) {
+    this.#onEvent = onEvent;
+    this.#onComment = onComment;
+  }
+
+  push(text) {
+    let buf = this.#rest + text;
+    // A CR at the very end may be half a CRLF: it waits for the next piece.
+    const held = buf.endsWith('\r') ? '\r' : '';
+    if (held) buf = buf.slice(0, -1);
+    const lines = buf.split(/\r\n|\r|\n/);
+    // The last piece is unfinished.
+    this.#rest = lines.pop() + held;
+    for (const line of lines) this.#line(line);
+  }
+
+  #line(line) {
+    if (line === '') {
+      const data = this.#data;
+      const id = this.#id;
+      this.#data = null;
+      this.#id = null;
+      if (data !== null) this.#onEvent(data, id);
+      return;
+    }
+    if (line.startsWith(':')) {
+      this.#onComment(line.slice(1).trimStart());
+      return;
+    }
+    const at = line.indexOf(':');
+    const field = at < 0 ? line : line.slice(0, at);
+    let value = at < 0 ? '' : line.slice(at + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'data') this.#data = this.#data === null ? value : `${this.#data}\n${value}`;
+    else if (field === 'id' && !value.includes('\0')) this.#id = value;
+  }
 }
 
 function toList(rooms) {

@@ -1,7 +1,8 @@
-//! The lean WebSocket client under every benchmark connection: a socket
-//! bound to a chosen loopback source address, the upgrade, and a frame
-//! reader that reassembles messages from whatever the socket gives, keeping
-//! only the unfinished tail of a read per connection.
+//! The lean client under every benchmark connection: a socket bound to a
+//! chosen loopback source address, the upgrade (or the `/sse` request),
+//! and a reader that reassembles messages — WebSocket frames or SSE events
+//! — from whatever the socket gives, keeping only the unfinished tail of a
+//! read per connection.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -10,7 +11,7 @@ use futures_lite::AsyncWriteExt;
 use smol::Async;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::wire::{self, Frame, WireError, opcode};
+use super::wire::{self, Frame, Transport, WireError, opcode};
 
 /// `EINPROGRESS` on Linux: a non-blocking connect has started.
 const EINPROGRESS: i32 = 115;
@@ -58,6 +59,30 @@ pub(crate) async fn upgrade(
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(len) = wire::check_upgrade(&head, accept)? {
+            return Ok(head.split_off(len));
+        }
+    }
+}
+
+/// Sends the `/sse` request for `query` and reads the `200` head; returns
+/// the bytes that came after it (`retry:` and the welcome, perhaps).
+pub(crate) async fn open_stream(
+    stream: &Async<TcpStream>,
+    host: &str,
+    query: &str,
+) -> Result<Vec<u8>, ConnectError> {
+    (&*stream)
+        .write_all(&wire::stream_request(host, query))
+        .await?;
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read_with(|io| (&*io).read(&mut chunk)).await?;
+        if n == 0 {
+            return Err(ConnectError::Closed);
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(len) = wire::check_stream(&head)? {
             return Ok(head.split_off(len));
         }
     }
@@ -115,6 +140,82 @@ pub(crate) enum Incoming<'a> {
     Ping(&'a [u8]),
     /// A Close with its status code.
     Close(u16),
+}
+
+/// Reassembles the messages of either transport across reads.
+#[derive(Debug)]
+pub(crate) enum Reader {
+    Frames(FrameReader),
+    Events(EventReader),
+}
+
+impl Reader {
+    /// A reader for `transport`.
+    pub fn new(transport: Transport) -> Self {
+        match transport {
+            Transport::Websocket => Self::Frames(FrameReader::default()),
+            Transport::Sse => Self::Events(EventReader::default()),
+        }
+    }
+
+    /// Parses `data` and hands each complete message (and, on a WebSocket,
+    /// Ping and Close) to `on`, in order.
+    pub fn feed(&mut self, data: &[u8], on: impl FnMut(Incoming<'_>)) -> Result<(), WireError> {
+        match self {
+            Self::Frames(frames) => frames.feed(data, on),
+            Self::Events(events) => events.feed(data, on),
+        }
+    }
+}
+
+/// Reassembles SSE events across reads: each block ending in a blank line
+/// with a `data:` line is one message (the hub sends one `data:` line per
+/// message, and ends its lines with LF); `retry:`, `id:` and comments are
+/// passed over.
+#[derive(Debug, Default)]
+pub(crate) struct EventReader {
+    /// The unfinished block at the end of the last read.
+    pending: Vec<u8>,
+}
+
+impl EventReader {
+    /// Parses `data` (after what is pending), handing each message to `on`.
+    pub fn feed(&mut self, data: &[u8], mut on: impl FnMut(Incoming<'_>)) -> Result<(), WireError> {
+        if self.pending.is_empty() {
+            let used = Self::parse(data, &mut on);
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(data);
+            let used = Self::parse(&pending, &mut on);
+            pending.drain(..used);
+            self.pending = pending;
+        }
+        if self.pending.len() as u64 > wire::MAX_FRAME_BYTES {
+            return Err(WireError::Frame("event larger than 16 MiB"));
+        }
+        Ok(())
+    }
+
+    /// Parses whole blocks from `buf`; returns the bytes used.
+    fn parse(buf: &[u8], on: &mut impl FnMut(Incoming<'_>)) -> usize {
+        let mut at = 0;
+        while let Some(end) = find_blank_line(&buf[at..]) {
+            let block = &buf[at..at + end];
+            for line in block.split(|b| *b == b'\n') {
+                if let Some(data) = line.strip_prefix(b"data: ") {
+                    on(Incoming::Message(data));
+                }
+            }
+            at += end + 2;
+        }
+        at
+    }
+}
+
+/// Where `\n\n` starts in `buf`, if it holds one.
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n")
 }
 
 /// Reassembles frames and messages across reads.
@@ -206,10 +307,38 @@ impl FrameReader {
 mod tests {
     use super::*;
 
-    fn collect(reader: &mut FrameReader, data: &[u8]) -> Vec<String> {
+    trait Feed {
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError>;
+    }
+
+    impl Feed for FrameReader {
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError> {
+            self.feed(data, on)
+        }
+    }
+
+    impl Feed for Reader {
+        fn feed_all(
+            &mut self,
+            data: &[u8],
+            on: &mut dyn FnMut(Incoming<'_>),
+        ) -> Result<(), WireError> {
+            self.feed(data, on)
+        }
+    }
+
+    fn collect(reader: &mut impl Feed, data: &[u8]) -> Vec<String> {
         let mut seen = Vec::new();
         reader
-            .feed(data, |m| {
+            .feed_all(data, &mut |m| {
                 seen.push(match m {
                     Incoming::Message(b) => String::from_utf8_lossy(b).into_owned(),
                     Incoming::Ping(b) => format!("ping:{}", b.len()),
@@ -218,6 +347,18 @@ mod tests {
             })
             .unwrap();
         seen
+    }
+
+    #[test]
+    fn reassembles_events_split_anywhere() {
+        let stream = b"retry: 1000\n\nid: e;r=0\ndata: {\"type\":\"welcome\"}\n\n: heartbeat\n\nid: e;r=1\ndata: {\"seq\":1}\n\ndata: {}\n\n";
+        let want = ["{\"type\":\"welcome\"}", "{\"seq\":1}", "{}"];
+        for split in 0..stream.len() {
+            let mut reader = Reader::new(Transport::Sse);
+            let mut seen = collect(&mut reader, &stream[..split]);
+            seen.extend(collect(&mut reader, &stream[split..]));
+            assert_eq!(seen, want, "split at {split}");
+        }
     }
 
     #[test]

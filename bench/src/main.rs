@@ -47,6 +47,7 @@ use clap::{Args, Parser};
 
 use publisher::Via;
 use target::Start;
+use wire::Transport;
 use wshub::config::parse_duration;
 
 /// Exit status for an argument that cannot work (the run did not start).
@@ -124,6 +125,13 @@ struct Options {
     /// Publisher connections, each with one publish in flight
     #[arg(long, value_name = "N", default_value_t = 4)]
     publishers: usize,
+    /// How subscribers receive: websocket (GET /ws) or sse (GET /sse, wshub only)
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    transport: Transport,
+    /// Rooms each subscriber also joins, where nothing is published (an SSE
+    /// stream of several rooms writes an `id:` line of its own per event)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    quiet_rooms: usize,
     /// How to publish: http (POST /api/events) or ws (`publish` messages, wshub only)
     #[arg(long, value_enum, default_value_t = Via::Http)]
     publish_via: Via,
@@ -207,6 +215,8 @@ pub(crate) struct Plan {
     pub payload_bytes: usize,
     pub publishers: usize,
     pub publish_via: Via,
+    pub transport: Transport,
+    pub quiet_rooms: usize,
     pub admin_key: Option<String>,
     pub room: String,
     pub flood: Option<Flood>,
@@ -283,6 +293,8 @@ impl Plan {
             payload_bytes: args.payload_bytes,
             publishers: args.publishers.max(1),
             publish_via: args.publish_via,
+            transport: args.transport,
+            quiet_rooms: args.quiet_rooms,
             admin_key: args.admin_key,
             room: args
                 .room
@@ -378,6 +390,11 @@ mod tests {
         assert_eq!(p.flood.unwrap().time, Duration::from_secs(2));
         assert!(matches!(p.starts[..], [Start::Wshub { .. }]));
         assert!(p.room.starts_with("bench-"));
+        assert_eq!(p.transport, Transport::Websocket);
+        assert_eq!(
+            plan(&["--transport", "sse"]).unwrap().transport,
+            Transport::Sse
+        );
     }
 
     #[test]

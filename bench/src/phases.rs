@@ -35,6 +35,15 @@ pub(crate) enum Failure {
     Run(String),
 }
 
+/// `?rooms=<room>`, then the quiet rooms (`<room>-q1`, …) if any.
+fn subscriber_query(plan: &Plan) -> String {
+    let mut query = format!("?rooms={}", plan.room);
+    for i in 1..=plan.quiet_rooms {
+        query.push_str(&format!(",{}-q{i}", plan.room));
+    }
+    query
+}
+
 /// Runs the benchmark `plan` describes.
 pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
     let files = (plan.subscribers + plan.publishers) as u64 + SPARE_FILES;
@@ -71,7 +80,8 @@ pub(crate) fn execute(plan: &Plan) -> Result<Report, Failure> {
 
     let connect_plan = ConnectPlan {
         hubs: hubs.clone(),
-        query: format!("?rooms={}", plan.room),
+        query: subscriber_query(plan),
+        transport: plan.transport,
         subscribers: plan.subscribers,
         threads: plan.threads,
         sources: if first.ip().is_ipv4() && first.ip().is_loopback() {

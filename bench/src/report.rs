@@ -12,6 +12,7 @@ use super::procfs::TICKS_PER_SECOND;
 use super::publisher::{Outcome, Via};
 use super::stats::Summary;
 use super::target::TargetInfo;
+use super::wire::Transport;
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
@@ -61,6 +62,8 @@ impl Machine {
 #[derive(Debug, Serialize)]
 pub(crate) struct Settings {
     pub subscribers: usize,
+    pub transport: Transport,
+    pub quiet_rooms: usize,
     pub subscriber_threads: usize,
     pub source_ips: usize,
     pub room: String,
@@ -78,6 +81,8 @@ impl Settings {
     pub fn of(plan: &Plan, source_ips: usize) -> Self {
         Self {
             subscribers: plan.subscribers,
+            transport: plan.transport,
+            quiet_rooms: plan.quiet_rooms,
             subscriber_threads: plan.threads,
             source_ips,
             room: plan.room.clone(),
@@ -313,8 +318,9 @@ impl Report {
         let c = &self.connect;
         let _ = writeln!(
             out,
-            "connect      {} ok, {} failed in {:.2} s ({} per s) from {} source addresses{}",
+            "connect      {} ok over {:?}, {} failed in {:.2} s ({} per s) from {} source addresses{}",
             c.connected,
+            s.transport,
             c.failed,
             c.seconds,
             opt(c.per_second, 0),

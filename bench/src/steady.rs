@@ -427,10 +427,12 @@ mod tests {
                 };
                 // The accepted order need not be the connect order; any
                 // client works as subscriber `local`.
-                let welcomed = clients
-                    .into_iter()
-                    .enumerate()
-                    .map(|(local, c)| (Conn::new(local), c));
+                let welcomed = clients.into_iter().enumerate().map(|(local, c)| {
+                    (
+                        Conn::new(local, super::super::wire::Transport::Websocket),
+                        c,
+                    )
+                });
                 super::run(poll, welcomed.collect(), &mut report, &run, &stopped);
                 report
             })

@@ -26,11 +26,11 @@ use mio::{Poll, Waker};
 use smol::lock::Semaphore;
 use smol::{Async, LocalExecutor, Timer};
 
-use super::client::{self, ConnectError, FrameReader, Incoming};
+use super::client::{self, ConnectError, Incoming, Reader};
 use super::record::Run;
 use super::stats::Histogram;
 use super::steady::{self, WAKE};
-use super::wire::{self, opcode};
+use super::wire::{self, Transport, opcode};
 
 /// Bytes one read takes from a socket, in the buffer a thread shares among
 /// its connections (in both steps).
@@ -46,6 +46,8 @@ pub(crate) struct ConnectPlan {
     pub hubs: Vec<(SocketAddr, String)>,
     /// The upgrade's query, `?rooms=<room>`.
     pub query: String,
+    /// WebSocket or SSE.
+    pub transport: Transport,
     pub subscribers: usize,
     pub threads: usize,
     /// Source addresses, used round-robin; empty for the kernel's choice.
@@ -256,8 +258,8 @@ async fn subscriber(shared: Rc<Shared>, local: usize, source: Option<IpAddr>) {
         Ok(opened) => opened,
         Err(e) => return failed(&shared, &e),
     };
-    let mut conn = Conn::new(local);
-    // The welcome may have come with the 101.
+    let mut conn = Conn::new(local, shared.plan.transport);
+    // The welcome may have come with the 101 (or the stream's 200).
     shared.take(&mut conn, &leftover);
     while !shared.welcomed(&conn) && conn.ended.is_none() {
         // Still connecting: bounded by the connect deadline.
@@ -318,9 +320,13 @@ async fn open(
     source: Option<IpAddr>,
     local: usize,
 ) -> Result<(Async<TcpStream>, Vec<u8>), ConnectError> {
-    let (addr, host) = &shared.plan.hubs[local % shared.plan.hubs.len()];
+    let plan = &shared.plan;
+    let (addr, host) = &plan.hubs[local % plan.hubs.len()];
     let stream = client::connect(source, *addr).await?;
-    let leftover = client::upgrade(&stream, host, &shared.plan.query, &shared.accept).await?;
+    let leftover = match plan.transport {
+        Transport::Websocket => client::upgrade(&stream, host, &plan.query, &shared.accept).await?,
+        Transport::Sse => client::open_stream(&stream, host, &plan.query).await?,
+    };
     Ok((stream, leftover))
 }
 
@@ -339,7 +345,7 @@ fn failed(shared: &Shared, error: &ConnectError) {
 pub(crate) struct Conn {
     /// Its index in the thread's share (and its `mio` token).
     pub local: usize,
-    reader: FrameReader,
+    reader: Reader,
     /// Frames to write back (Pongs, the Close reply), not written yet.
     pub outbox: Vec<u8>,
     /// Why it ended, once it did.
@@ -347,10 +353,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(local: usize) -> Self {
+    pub fn new(local: usize, transport: Transport) -> Self {
         Self {
             local,
-            reader: FrameReader::default(),
+            reader: Reader::new(transport),
             outbox: Vec::new(),
             ended: None,
         }
@@ -451,7 +457,7 @@ mod tests {
         // Publishes 0 and 1 are the latency phase, 2 the flood.
         let run = Run::new(2, 1);
         let mut report = report(2);
-        let mut conn = Conn::new(1);
+        let mut conn = Conn::new(1, Transport::Websocket);
         let mut bytes = text(r#"{"type":"welcome","payload":{}}"#);
         bytes.extend(event(0, 1_450, 7));
         bytes.extend(text(r#"{"type":"heartbeat"}"#));
@@ -483,7 +489,7 @@ mod tests {
     fn a_connection_answers_pings_and_closes() {
         let run = Run::new(1, 0);
         let mut report = report(1);
-        let mut conn = Conn::new(0);
+        let mut conn = Conn::new(0, Transport::Websocket);
         conn.take(&text(r#"{"type":"event"}"#), 0, &mut report, &run);
         assert_eq!(report.not_welcome_first, 1);
         conn.take(
@@ -496,7 +502,7 @@ mod tests {
         // A Pong (6 + 1 bytes), then one Close reply (6 + 2), masked.
         assert_eq!(conn.outbox.len(), 15);
         assert_eq!((conn.outbox[0], conn.outbox[7]), (0x8A, 0x88));
-        let mut conn = Conn::new(0);
+        let mut conn = Conn::new(0, Transport::Websocket);
         conn.take(b"\x81\x81masked", 0, &mut report, &run);
         assert_eq!(
             conn.ended.as_deref(),

@@ -1,5 +1,5 @@
 //! The bytes a lean benchmark client needs: the upgrade request and the
-//! check of its 101 answer, server frames (unmasked) parsed in place,
+//! check of its 101 answer (or the `/sse` request and its 200), server frames (unmasked) parsed in place,
 //! masked client frames, the HTTP publish request and its reply, and a
 //! fast scan of an event for the bench's own fields (`seq`, and `i` and `t`
 //! in the payload) that needs no JSON parser.
@@ -71,6 +71,49 @@ pub(crate) fn check_upgrade(buf: &[u8], accept: &str) -> Result<Option<usize>, W
         return Err(WireError::Handshake(
             "missing or wrong Sec-WebSocket-Accept",
         ));
+    }
+    Ok(Some(len))
+}
+
+/// How the subscribers receive events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Transport {
+    /// `GET /ws`: WebSocket text frames (`wshub.json`).
+    #[default]
+    Websocket,
+    /// `GET /sse`: a Server-Sent Events stream (wshub only).
+    Sse,
+}
+
+/// `GET /sse?rooms=<room>` as `curl -N` or an EventSource sends it.
+pub(crate) fn stream_request(host: &str, query: &str) -> Vec<u8> {
+    format!("GET /sse{query} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
+        .into_bytes()
+}
+
+/// Checks the answer to [`stream_request`]: `Ok(None)` while the head is
+/// incomplete, `Ok(Some(len))` with the head's length once it is a `200`
+/// with `Content-Type: text/event-stream`.
+pub(crate) fn check_stream(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(WireError::Handshake("head too large")),
+        Err(_) => return Err(WireError::Handshake("unparsable head")),
+    };
+    match response.code {
+        Some(200) => {}
+        Some(code) => return Err(WireError::Status(code)),
+        None => return Err(WireError::Handshake("no status")),
+    }
+    let event_stream = response.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with(b"text/event-stream")
+    });
+    if !event_stream {
+        return Err(WireError::Handshake("not text/event-stream"));
     }
     Ok(Some(len))
 }
@@ -277,6 +320,22 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<HttpReply>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_an_event_stream_and_refuses_others() {
+        let mut ok =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        let head = ok.len();
+        ok.extend_from_slice(b"retry: 1000\n\n");
+        assert_eq!(check_stream(&ok), Ok(Some(head)));
+        assert_eq!(check_stream(&ok[..20]), Ok(None));
+        let refused = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(check_stream(refused), Err(WireError::Status(429)));
+        let json = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n";
+        assert!(matches!(check_stream(json), Err(WireError::Handshake(_))));
+        assert!(stream_request("h", "?rooms=r").starts_with(b"GET /sse?rooms=r HTTP/1.1\r\n"));
+    }
 
     #[test]
     fn accepts_a_valid_upgrade_and_refuses_others() {

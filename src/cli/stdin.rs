@@ -12,17 +12,30 @@ use wshub::log::as_json;
 use wshub::protocol::Publish;
 
 /// Publishes every line of `input`, then shuts the hub down.
-pub(crate) fn publish_lines(handle: &Handle, input: impl BufRead) {
-    for (index, line) in input.lines().enumerate() {
-        let Ok(line) = line else {
-            break;
+pub(crate) fn publish_lines(handle: &Handle, mut input: impl BufRead) {
+    let mut bytes = Vec::new();
+    for line_no in 1usize.. {
+        bytes.clear();
+        // Only end of input (or a broken stdin) stops the loop: a line that
+        // is not UTF-8 is a bad line like any other, skipped (section 8).
+        match input.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            tracing::warn!(
+                line = as_json(line_no),
+                error = as_json("the line is not UTF-8"),
+                "stdin line skipped"
+            );
+            continue;
         };
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
-        let line_no = index + 1;
         // A `hook_reply` answers a stdio hook request (section 10).
-        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(&line)
+        if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(line)
             && obj.contains_key("hook_reply")
         {
             if let Err(e) = handle.hook_reply(&obj) {

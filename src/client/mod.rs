@@ -3,7 +3,8 @@
 //! bounded by the caller), [`Resume`] remembers what a consumer has seen
 //! so that a new connection resumes with `since` and `epoch` and delivers
 //! each event once, [`Subscriber`] reconnects with backoff and resumes by
-//! itself, and [`http`] is a small HTTP/1.1 client for the publisher routes.
+//! itself, [`http`] is a small HTTP/1.1 client for the publisher routes,
+//! and [`EventStream`] reads a hub's Server-Sent Events stream (`/sse`).
 //!
 //! ```no_run
 //! use wshub::client::{Subscriber, Update};
@@ -23,10 +24,12 @@
 
 mod http;
 mod resume;
+mod sse;
 mod subscriber;
 
 pub use http::{HttpResponse, http, parse_response};
 pub use resume::Resume;
+pub use sse::{EventStream, SseItem};
 pub use subscriber::{Subscriber, Update};
 
 use std::fmt;
@@ -177,11 +180,12 @@ impl Client {
     /// Sends `message` in the connection's encoding.
     pub async fn send(&mut self, message: &Value) -> Result<(), ClientError> {
         let frame = match self.encoding {
-            Encoding::Json => Message::text(message.to_string()),
             Encoding::MsgPack => Message::binary(
                 rmp_serde::to_vec_named(message)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?,
             ),
+            // A WebSocket client is never `Sse` (no subprotocol names it).
+            Encoding::Json | Encoding::Sse => Message::text(message.to_string()),
         };
         self.send_frame(frame).await
     }

@@ -1,4 +1,6 @@
-//! A WebSocket connection as a pair of tasks joined to the hub. The reader
+//! A connection as a pair of tasks joined to the hub: for a WebSocket, the
+//! reader and writer below; for an SSE stream, the same writer and a
+//! watcher ([`stream`]). The WebSocket reader
 //! (this module) decodes client frames ([`frame`]), applies the rate limit
 //! and sends commands to the hub; the writer ([`writer`]) drains the
 //! outbound queue the hub fills, several frames per write. The reader
@@ -18,10 +20,12 @@
 mod frame;
 mod inbox;
 mod rate;
+mod stream;
 mod writer;
 
 pub use frame::FrameDecoder;
 pub use rate::{RateLimiter, Verdict};
+pub(crate) use stream::{Stream, start_stream};
 
 use std::io::{ErrorKind, Read};
 use std::sync::Arc;
@@ -382,7 +386,10 @@ impl Reader {
 
 fn unsupported_frame(encoding: Encoding) -> DecodeError {
     let message = match encoding {
-        Encoding::Json => "binary frames are not accepted on wshub.json; send JSON text frames",
+        // A stream has no reader of messages; only WebSockets get here.
+        Encoding::Json | Encoding::Sse => {
+            "binary frames are not accepted on wshub.json; send JSON text frames"
+        }
         Encoding::MsgPack => {
             "text frames are not accepted on wshub.msgpack; send MessagePack binary frames"
         }

@@ -4,6 +4,10 @@
 //! write the peer is not taking also listens for close requests, so a
 //! close can interrupt it, and gives up once the peer has taken nothing
 //! for the write timeout (PROTOCOL.md section 11, "Slow readers").
+//!
+//! An SSE stream (section 12) has no close frame: its close is the end of
+//! the response, so the writer sends what was queued before the close,
+//! shuts its side of the socket and waits briefly for the peer to go.
 
 use std::io::{ErrorKind, IoSlice, Write};
 use std::time::{Duration, Instant};
@@ -118,7 +122,10 @@ impl Writer {
             Some(Outbound::Message(m)) if m.is_close() => Some(Written::Echoed),
             _ => None,
         };
-        let frames: Vec<&[u8]> = items.iter().filter_map(wire).collect();
+        let frames: Vec<&[u8]> = items
+            .iter()
+            .flat_map(|i| wire(i).into_iter().flatten())
+            .collect();
         let (mut index, mut offset) = (0, 0);
         // When the peer last took bytes, once a write has had to wait.
         let mut progress: Option<Instant> = None;
@@ -183,7 +190,7 @@ impl Writer {
     fn give_up(&self, partial: bool) {
         let code = CloseCode::SlowConsumer;
         self.link.request_close(code);
-        if !partial {
+        if !partial && !self.link.is_stream() {
             let frame = close_frame(Some(code.code()), code.reason());
             // Most likely refused; the connection ends either way.
             let _ = self.write_now(&[frame.wire()], 0);
@@ -223,6 +230,17 @@ impl Writer {
         } else {
             CLOSE_TIMEOUT.min(self.shutdown_grace.max(Duration::from_millis(100)))
         };
+        if self.link.is_stream() {
+            // The end of the response is the close: the peer reads to the
+            // FIN, and its own close ends the reader.
+            let _ = self
+                .link
+                .socket
+                .get_ref()
+                .shutdown(std::net::Shutdown::Write);
+            self.linger(wait).await;
+            return;
+        }
         if send_frame {
             let frame = close_frame(Some(code.code()), code.reason());
             let bytes: &[u8] = frame.wire();
@@ -266,14 +284,16 @@ impl Writer {
     }
 }
 
-/// The bytes of one queued item; a close request has none.
-fn wire(item: &Outbound) -> Option<&[u8]> {
+/// The bytes of one queued item, in one or two pieces; a close request has
+/// none.
+fn wire(item: &Outbound) -> [Option<&[u8]>; 2] {
     match item {
-        Outbound::Message(encoded) => Some(encoded.wire()),
-        Outbound::Ping => Some(&PING_FRAME),
-        Outbound::Rest(bytes) => Some(bytes),
+        Outbound::Message(encoded) => [Some(encoded.wire()), None],
+        Outbound::Ping => [Some(&PING_FRAME), None],
+        Outbound::Rest(bytes) => [Some(bytes), None],
+        Outbound::Tagged(event) => [Some(&event.id), Some(event.data.wire())],
         // Turned into its frame as the batch is gathered.
-        Outbound::Pong | Outbound::Close(_) => None,
+        Outbound::Pong | Outbound::Close(_) => [None, None],
     }
 }
 
@@ -281,7 +301,7 @@ fn wire(item: &Outbound) -> Option<&[u8]> {
 fn ends_batch(item: &Outbound) -> bool {
     match item {
         Outbound::Message(m) => m.is_close(),
-        Outbound::Ping | Outbound::Pong | Outbound::Rest(_) => false,
+        Outbound::Ping | Outbound::Pong | Outbound::Rest(_) | Outbound::Tagged(_) => false,
         Outbound::Close(_) => true,
     }
 }

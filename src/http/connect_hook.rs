@@ -1,5 +1,6 @@
-//! The upgrade's side of app hooks (PROTOCOL.md section 10): `connect_hook`
-//! after the Origin and JWT checks and before the 101, then
+//! The handshake's side of app hooks (PROTOCOL.md section 10), for a
+//! WebSocket upgrade and an SSE stream alike: `connect_hook` after the
+//! Origin and JWT checks and before the 101 (or 200), then
 //! `subscribe_hook` for each room of `?rooms=`.
 
 use std::net::SocketAddr;
@@ -8,12 +9,11 @@ use serde_json::{Map, Value, json};
 
 use super::Context;
 use super::request::Request;
-use super::upgrade::Accepted;
 use crate::auth::Claims;
 use crate::hook::{Hook, Outcome, connect_answer, unavailable};
 use crate::hub::ConnId;
 use crate::log::as_json;
-use crate::protocol::ErrorCode;
+use crate::protocol::{Encoding, ErrorCode};
 
 /// Why the app's hooks kept an upgrade out.
 #[derive(Debug)]
@@ -40,13 +40,13 @@ pub(crate) struct Let {
 pub(crate) async fn ask(
     request: &Request,
     peer: SocketAddr,
-    accepted: &mut Accepted,
+    mut claims: Option<Claims>,
+    mut rooms: Vec<String>,
+    encoding: Encoding,
     correlation_id: &str,
     ctx: &Context,
 ) -> Result<Let, Kept> {
     let id = ConnId::random();
-    let mut claims = accepted.claims.take();
-    let mut rooms = std::mem::take(&mut accepted.rooms);
     let mut expires_at = None;
     let hooks = &ctx.hooks;
     if hooks.has(Hook::Connect) {
@@ -84,7 +84,7 @@ pub(crate) async fn ask(
         body.insert("ip".into(), json!(peer.ip()));
         body.insert("origin".into(), json!(request.header("origin")));
         body.insert("user_agent".into(), json!(request.header("user-agent")));
-        body.insert("protocol".into(), json!(accepted.encoding.protocol()));
+        body.insert("protocol".into(), json!(encoding.protocol()));
         body.insert("query".into(), Value::Object(query));
         body.insert("headers".into(), Value::Object(headers));
         let called = hooks.call(Hook::Connect, body, correlation_id).await;

@@ -1,7 +1,8 @@
 //! Plain HTTP/1.1 on the hub's one port (PROTOCOL.md section 1): each
 //! accepted socket reads request heads under the size and time bounds,
 //! checks `Host` and `Origin` (section 11), answers routes with keep-alive,
-//! and hands `/ws` upgrades to [`upgrade`].
+//! hands `/ws` upgrades to [`upgrade`] and `/sse` streams to [`sse`], both
+//! admitted by [`admission`].
 //!
 //! One request is answered, and its response written, before the next is
 //! read: a peer that pipelines and never reads holds at most one response
@@ -9,19 +10,23 @@
 //! progress for `handshake_timeout` closes it.
 
 mod access;
+mod admission;
 mod connect_hook;
 mod host;
 mod request;
 mod response;
 mod routes;
+mod sse;
 mod upgrade;
 
 pub use request::{HeadError, parse_head, percent_decode};
 use response::{Response, write_all_within};
+pub use sse::{StreamRequest, check as check_stream};
 pub use upgrade::{Accepted, check as check_upgrade};
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::{AsyncWriteExt, FutureExt};
@@ -42,7 +47,9 @@ pub(crate) struct Context {
     pub spawner: Spawner,
     /// Set once the hub drains: requests are then answered 503.
     pub shutdown: Shutdown,
-    /// The app's hooks (the upgrade asks `connect_hook`).
+    /// The hub's epoch, which every SSE stream's cursor carries.
+    pub epoch: Arc<str>,
+    /// The app's hooks (the upgrade and the stream ask `connect_hook`).
     pub hooks: Rc<crate::hook::Hooks>,
 }
 
@@ -105,12 +112,22 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             let _ = write_all_within(&mut io, &bytes, stall).await;
             return;
         }
-        if request.path == "/ws" {
+        // A preflight on /ws is answered like any route's (section 1: every
+        // path of an allowed origin gets one), not taken for an upgrade.
+        if request.path == "/ws" && request.method != "OPTIONS" {
             // Only the bytes: the head's read buffer is not kept for the
             // life of the connection.
             let leftover = buf[..].to_vec();
             drop(buf);
             upgrade::upgrade(stream, peer, request, leftover, correlation_id, &ctx).await;
+            return;
+        }
+        // A preflight is answered like any route's; everything else asked
+        // of /sse is the stream's to answer (405 for other methods). Bytes
+        // that came after the head are not read as a request.
+        if request.path == "/sse" && request.method != "OPTIONS" {
+            drop(buf);
+            sse::open(stream, peer, request, correlation_id, &ctx).await;
             return;
         }
 
@@ -138,7 +155,13 @@ pub(crate) async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Co
             ip = as_json(peer.ip()),
             "http request"
         );
-        let bytes = response.to_bytes(&correlation_id, keep_alive);
+        let mut bytes = response.to_bytes(&correlation_id, keep_alive);
+        if request.method == "HEAD" {
+            // RFC 9110 9.3.2: the answer to a HEAD has the head alone (its
+            // Content-Length still that of the body), or a keep-alive
+            // client would read the body as the start of its next answer.
+            bytes.truncate(bytes.len() - response.body.len());
+        }
         match write_all_within(&mut io, &bytes, stall).await {
             // Let everyone else run between two pipelined requests: a
             // peer that sends hundreds in one write would otherwise keep

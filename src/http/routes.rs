@@ -162,11 +162,9 @@ async fn handle(
             .with_header("Cache-Control", "no-cache"),
         Route::ClientJs => Response::body(200, "text/javascript; charset=utf-8", CLIENT_JS)
             .with_header("Cache-Control", "no-cache"),
-        Route::Metrics => Response::body(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            hub.metrics().await?,
-        ),
+        // Exactly PROTOCOL.md section 1's type; the text format is UTF-8
+        // by definition, so Prometheus needs no charset parameter.
+        Route::Metrics => Response::body(200, "text/plain; version=0.0.4", hub.metrics().await?),
         Route::Events => match Publish::from_json(body) {
             Err(e) => protocol_error(&e),
             Ok(publish) => match hub.publish(publish, correlation_id.to_string()).await? {

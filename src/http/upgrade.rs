@@ -1,6 +1,6 @@
 //! The WebSocket handshake of PROTOCOL.md section 2: validating the upgrade
-//! request (Host as section 11 asks, then method, headers, key, version,
-//! subprotocol, Origin, token, rooms), asking the hub to admit it, and
+//! request (Host and Origin as section 11 asks, then method, headers, key,
+//! version, subprotocol, rooms, token), asking the hub to admit it, and
 //! answering 101 or a JSON refusal.
 
 use std::net::{SocketAddr, TcpStream};
@@ -8,20 +8,18 @@ use std::sync::Arc;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine as _;
-use futures_lite::AsyncWriteExt;
 use smol::Async;
 
-use super::access::{bearer, request_origin_allowed};
+use super::admission::{self, Admitted, refuse};
 use super::request::Request;
-use super::response::{Response, write_all_within};
+use super::response::write_all_within;
 use super::{Context, connect_hook, host};
-use crate::auth::{self, Claims};
+use crate::auth::Claims;
 use crate::config::Config;
 use crate::connection::{self, Upgraded};
 use crate::hub::{JoinRequest, Refusal};
-use crate::log::as_json;
 use crate::outlet::Link;
-use crate::protocol::{Encoding, ErrorCode, is_valid_room};
+use crate::protocol::{Encoding, ErrorCode};
 
 /// What a valid upgrade request asks for.
 #[derive(Debug)]
@@ -52,39 +50,25 @@ pub(crate) async fn upgrade(
         Ok(accepted) => accepted,
         Err(refusal) => {
             ctx.hub.rejected(refusal.error.code).await;
-            refuse(&stream, peer, &refusal, &correlation_id, ctx).await;
+            refuse(&stream, peer, &refusal, Vec::new(), &correlation_id, ctx).await;
             return;
         }
     };
-    let let_in = match connect_hook::ask(&request, peer, &mut accepted, &correlation_id, ctx).await
-    {
+    let claims = accepted.claims.take();
+    let rooms = std::mem::take(&mut accepted.rooms);
+    let asked = connect_hook::ask(
+        &request,
+        peer,
+        claims,
+        rooms,
+        accepted.encoding,
+        &correlation_id,
+        ctx,
+    );
+    let let_in = match asked.await {
         Ok(let_in) => let_in,
         Err(kept) => {
-            let (status, code, message) = kept.response();
-            ctx.hub.rejected_by(code.clone()).await;
-            tracing::info!(
-                correlation_id = as_json(&correlation_id),
-                ip = as_json(peer.ip()),
-                status = as_json(status),
-                code = as_json(&code),
-                message = as_json(&message),
-                "handshake rejected"
-            );
-            let mut response = Response::json(
-                status,
-                &serde_json::json!({"error": {"code": code, "message": message}}),
-            );
-            if status == 503 {
-                response = response.with_header("Retry-After", "1");
-            }
-            let bytes = response.to_bytes(&correlation_id, false);
-            let mut io = &stream;
-            if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
-                .await
-                .is_ok()
-            {
-                let _ = io.close().await;
-            }
+            admission::refuse_kept(&stream, peer, &kept, Vec::new(), &correlation_id, ctx).await;
             return;
         }
     };
@@ -100,17 +84,16 @@ pub(crate) async fn upgrade(
         id: Some(let_in.id),
         expires_at: let_in.expires_at,
         correlation_id: correlation_id.clone(),
+        since: None,
         outlet,
     };
-    let joined = match ctx.hub.join(join).await {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(refusal)) => {
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
-            return;
-        }
-        Err(_) => {
-            let refusal = Refusal::shutting_down();
-            refuse(&link.socket, peer, &refusal, &correlation_id, ctx).await;
+    // A hub that is gone is shutting down.
+    let joined = ctx.hub.join(join).await;
+    let joined = match joined.unwrap_or_else(|_| Err(Refusal::shutting_down())) {
+        Ok(joined) => joined,
+        Err(refusal) => {
+            let headers = Vec::new();
+            refuse(&link.socket, peer, &refusal, headers, &correlation_id, ctx).await;
             return;
         }
     };
@@ -154,39 +137,14 @@ pub(crate) async fn upgrade(
     connection::start(link, leftover, upgraded, &ctx.spawner);
 }
 
-async fn refuse(
-    stream: &Async<TcpStream>,
-    peer: SocketAddr,
-    refusal: &Refusal,
-    correlation_id: &str,
-    ctx: &Context,
-) {
-    tracing::info!(
-        correlation_id = as_json(correlation_id),
-        ip = as_json(peer.ip()),
-        status = as_json(refusal.status),
-        code = as_json(refusal.error.code),
-        message = as_json(&refusal.error.message),
-        "handshake rejected"
-    );
-    let bytes = Response::refusal(refusal).to_bytes(correlation_id, false);
-    // The peer may already be gone, or not reading; there is nothing more
-    // to tell it.
-    let mut io = stream;
-    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
-        .await
-        .is_ok()
-    {
-        let _ = io.close().await;
-    }
-}
-
-/// Validates an upgrade request against `config` alone: Host, method,
-/// headers, key, version, subprotocol, `?rooms=`, Origin and token, in
-/// that order.
+/// Validates an upgrade request against `config` alone: Host, Origin
+/// (section 11: before anything else about the request), method,
+/// headers, key, version, subprotocol, then the shared admission
+/// (`http::admission`: `?rooms=` and token), in that order.
 /// Pure, so the fuzzer can call it; the hub's own limits come after.
 pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
     host::check(request, config)?;
+    admission::check_origin(request, config)?;
     let bad = |message: &str| Refusal::new(400, ErrorCode::BadRequest, message);
     if request.method != "GET" || request.minor_version != 1 {
         return Err(bad("a WebSocket upgrade is a GET over HTTP/1.1"));
@@ -230,59 +188,7 @@ pub fn check(request: &Request, config: &Config) -> Result<Accepted, Refusal> {
             })?
     };
 
-    let rooms = match request.query_param("rooms") {
-        None => Vec::new(),
-        Some(list) => {
-            let mut rooms: Vec<String> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for room in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                if !is_valid_room(room) {
-                    return Err(bad(&format!(
-                        "`{room}` in ?rooms= is not a room name (1 to 128 of A-Z a-z 0-9 _ . : -)"
-                    )));
-                }
-                if seen.insert(room) {
-                    rooms.push(room.to_string());
-                }
-            }
-            rooms
-        }
-    };
-
-    if !request_origin_allowed(request, config) {
-        return Err(Refusal::new(
-            403,
-            ErrorCode::OriginNotAllowed,
-            "this Origin is not allowed to connect (see allowed_origins)",
-        ));
-    }
-
-    let claims = match &config.jwt_secret {
-        None => None,
-        Some(secret) => {
-            let token = bearer(request)
-                .map(str::to_string)
-                .or_else(|| request.query_param("token"))
-                .filter(|t| !t.is_empty());
-            let Some(token) = token else {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Unauthenticated,
-                    "a token is required: `Authorization: Bearer <jwt>` or `?token=<jwt>`",
-                ));
-            };
-            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
-                .map_err(|e| Refusal::new(403, e.code, e.message))?;
-            if let Some(room) = rooms.iter().find(|r| !claims.may_subscribe(r)) {
-                return Err(Refusal::new(
-                    403,
-                    ErrorCode::Forbidden,
-                    format!("the token does not allow room `{room}`"),
-                ));
-            }
-            Some(claims)
-        }
-    };
+    let Admitted { claims, rooms } = admission::check(request, config)?;
 
     Ok(Accepted {
         accept_key: derive_accept_key(key.as_bytes()),
@@ -341,7 +247,7 @@ mod tests {
             code(checked(" HTTP/1.1", &jwt)),
             (403, ErrorCode::Unauthenticated)
         );
-        let token = auth::mint(&Claims::new("u", 60), b"k");
+        let token = crate::auth::mint(&Claims::new("u", 60), b"k");
         let ok = checked(&format!("?token={token} HTTP/1.1"), &jwt).unwrap();
         assert_eq!(ok.claims.map(|c| c.sub).as_deref(), Some("u"));
     }

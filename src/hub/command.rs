@@ -11,12 +11,13 @@ use super::conn::{ConnId, ConnectionInfo};
 use super::health::{HealthReport, Status};
 use crate::auth::Claims;
 use crate::outlet::Outlet;
+use crate::protocol::sse::Cursor;
 use crate::protocol::{
     ClientMessage, DecodeError, Encoded, Encoding, ErrorCode, ProtocolError, Publish, Published,
 };
 use crate::shutdown::TaskGuard;
 
-/// A WebSocket upgrade asking to become a connection.
+/// A WebSocket upgrade, or an SSE stream, asking to become a connection.
 #[derive(Debug)]
 pub struct JoinRequest {
     /// The peer's address.
@@ -38,6 +39,8 @@ pub struct JoinRequest {
     pub expires_at: Option<f64>,
     /// The upgrade request's correlation ID, carried by the welcome.
     pub correlation_id: String,
+    /// An SSE stream's resume cursor (`Last-Event-ID` or `?since=`).
+    pub since: Option<Cursor>,
     /// Where the hub sends the connection's messages.
     pub outlet: Outlet,
 }
@@ -50,7 +53,7 @@ pub(crate) struct Joined {
     /// Held by the writer until the socket is finished; the server waits
     /// for every one of these at shutdown.
     pub task: TaskGuard,
-    /// The `welcome` frame, written with the upgrade response.
+    /// The `welcome` frame (or SSE event), written with the response head.
     pub welcome: Encoded,
 }
 

@@ -43,16 +43,37 @@ struct InFlight {
     origin: Origin,
 }
 
-/// A `subscribe` waiting for rooms' events from the store.
+/// A resume waiting for rooms' events from the store.
 #[derive(Debug)]
 struct Deferred {
     conn: ConnId,
-    sub: Subscribe,
+    waiter: Waiter,
     correlation_id: String,
-    reference: Option<String>,
     waiting: usize,
     loaded: HashMap<String, Vec<EventRecord>>,
     failed: Option<EngineError>,
+}
+
+/// What waits for the read.
+#[derive(Debug)]
+enum Waiter {
+    /// A `subscribe` with `since`, run again once the reads are in.
+    Subscribe {
+        sub: Subscribe,
+        reference: Option<String>,
+    },
+    /// An SSE stream that joins these rooms, each after its seq.
+    Stream { rooms: Vec<(String, u64)> },
+}
+
+impl Waiter {
+    /// The rooms it waits for.
+    fn rooms(&self) -> Vec<String> {
+        match self {
+            Self::Subscribe { sub, .. } => sub.rooms.clone(),
+            Self::Stream { rooms } => rooms.iter().map(|(room, _)| room.clone()).collect(),
+        }
+    }
 }
 
 /// The hub's side of an engine that answers later.
@@ -79,7 +100,7 @@ impl Durable {
     pub(super) fn waits_for(&self, room: &str) -> bool {
         self.deferred
             .values()
-            .any(|d| d.sub.rooms.iter().any(|r| r == room))
+            .any(|d| d.waiter.rooms().iter().any(|r| r == room))
     }
 }
 
@@ -316,20 +337,56 @@ impl Hub {
         rooms: Vec<String>,
         loaded: Loaded,
     ) {
-        let token = self.durable.token();
         let since = sub.since.clone().unwrap_or_default();
+        let rooms = rooms
+            .into_iter()
+            .map(|room| {
+                let after = since.get(&room).copied().unwrap_or(0);
+                (room, after)
+            })
+            .collect();
+        let waiter = Waiter::Subscribe {
+            sub,
+            reference: reference.map(str::to_string),
+        };
+        self.defer(conn, waiter, correlation_id, rooms, loaded);
+    }
+
+    /// Joins SSE stream `conn` to `rooms` (each with the seq it resumes
+    /// after) once the store has answered a read of each.
+    pub(super) fn defer_stream(
+        &mut self,
+        conn: ConnId,
+        rooms: Vec<(String, u64)>,
+        correlation_id: &str,
+    ) {
+        let waiter = Waiter::Stream {
+            rooms: rooms.clone(),
+        };
+        self.defer(conn, waiter, correlation_id, rooms, Loaded::new());
+    }
+
+    /// Asks the engine for each room's events after its seq, and runs
+    /// `waiter` once every read is answered.
+    fn defer(
+        &mut self,
+        conn: ConnId,
+        waiter: Waiter,
+        correlation_id: &str,
+        rooms: Vec<(String, u64)>,
+        loaded: Loaded,
+    ) {
+        let token = self.durable.token();
         let mut deferred = Deferred {
             conn,
-            sub,
+            waiter,
             correlation_id: correlation_id.to_string(),
-            reference: reference.map(str::to_string),
             waiting: 0,
             loaded,
             failed: None,
         };
-        for room in rooms {
+        for (room, after) in rooms {
             let read = self.durable.token();
-            let after = since.get(&room).copied().unwrap_or(0);
             match self.engine.read(read, &room, after) {
                 Progress::Queued => {
                     self.durable.reads.insert(read, token);
@@ -371,22 +428,21 @@ impl Hub {
         }
     }
 
-    /// Runs a deferred `subscribe` again, with the events read for it.
+    /// Runs what waited for the reads, with the events read for it.
     fn resume_deferred(&mut self, deferred: Deferred) {
         let Deferred {
             conn,
-            sub,
+            waiter,
             correlation_id,
-            reference,
             loaded,
             failed,
             ..
         } = deferred;
-        let rooms = sub.rooms.clone();
+        let rooms = waiter.rooms();
         if self.conns.contains_key(&conn) {
-            self.resume_read(conn, sub, correlation_id, reference, loaded, failed);
+            self.resume_read(conn, waiter, correlation_id, loaded, failed);
         }
-        // In a cluster the rooms were kept watched for this subscribe.
+        // In a cluster the rooms were kept watched for this resume.
         for room in rooms {
             self.release(&crate::engine::Topic::Room(room));
         }
@@ -395,25 +451,32 @@ impl Hub {
     fn resume_read(
         &mut self,
         conn: ConnId,
-        sub: Subscribe,
+        waiter: Waiter,
         correlation_id: String,
-        reference: Option<String>,
         loaded: Loaded,
         failed: Option<EngineError>,
     ) {
-        let outcome = match failed {
-            Some(error) => Err((unavailable(&error), json!({}))),
-            None => self.subscribe_with(
-                conn,
-                sub,
-                &correlation_id,
-                reference.as_deref(),
-                false,
-                loaded,
-            ),
-        };
-        if let Err((error, details)) = outcome {
-            self.send_error(conn, &error, details, &correlation_id, reference.as_deref());
+        let failed = failed.as_ref().map(unavailable);
+        match waiter {
+            Waiter::Stream { rooms } => {
+                self.stream_loaded(conn, rooms, loaded, failed, &correlation_id);
+            }
+            Waiter::Subscribe { sub, reference } => {
+                let outcome = match failed {
+                    Some(error) => Err((error, json!({}))),
+                    None => self.subscribe_with(
+                        conn,
+                        sub,
+                        &correlation_id,
+                        reference.as_deref(),
+                        false,
+                        loaded,
+                    ),
+                };
+                if let Err((error, details)) = outcome {
+                    self.send_error(conn, &error, details, &correlation_id, reference.as_deref());
+                }
+            }
         }
     }
 }

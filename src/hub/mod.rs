@@ -28,6 +28,7 @@ mod publish;
 mod room;
 mod rooms;
 mod session;
+mod stream;
 
 pub use crate::outlet::Outbound;
 pub use command::{ComponentState, HubGone, JoinRequest, PresenceMember, Refusal, RoomInfo};
@@ -55,7 +56,7 @@ use crate::hook::Hooks;
 use crate::log::{as_json, opt_json};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, timestamp_now,
+    CloseCode, Encoding, Envelope, ProtocolError, Timestamp, encode, sse, timestamp_now,
 };
 use crate::shutdown::TaskGuard;
 use conn::{Conn, RoomSet};
@@ -386,11 +387,22 @@ impl Hub {
         });
         let ts = timestamp_now();
         let env = Envelope::message("welcome", welcome, Some(&request.correlation_id), &ts, None);
-        let welcome = encode(&env, conn.encoding);
-        conn.outlet.count_sent(welcome.len());
+        // A stream's resume is judged on the rooms as they were before it
+        // joined them.
+        let resume = request
+            .since
+            .as_ref()
+            .map(|since| self.stream_resume(&request.rooms, since));
         for room in &request.rooms {
-            membership::enter(&mut self.rooms, &mut conn, room);
+            if !resume.as_ref().is_some_and(|r| r.defers(room)) {
+                membership::enter(&mut self.rooms, &mut conn, room);
+            }
         }
+        let welcome = match conn.outlet.cursor() {
+            Some(cursor) => self.stream_welcome(cursor, &request.rooms, resume.as_ref(), &env),
+            None => encode(&env, conn.encoding),
+        };
+        conn.outlet.count_sent(welcome.len());
         *self.per_ip.entry(ip).or_default() += 1;
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(id);
@@ -407,6 +419,13 @@ impl Hub {
             "connection opened"
         );
         self.conns.insert(id, Box::new(conn));
+        if let Some(mut resume) = resume {
+            let deferred = std::mem::take(&mut resume.deferred);
+            self.stream_catch_up(id, resume, &request.correlation_id);
+            if !deferred.is_empty() {
+                self.defer_stream(id, deferred, &request.correlation_id);
+            }
+        }
         Ok(Joined {
             id,
             task: self.tasks.clone(),
@@ -422,6 +441,9 @@ impl Hub {
         close_code: Option<u16>,
     ) -> Option<Box<Conn>> {
         let conn = self.conns.remove(&id)?;
+        // A stream has no close code (PROTOCOL.md section 12): the reason
+        // says how it ended, the disconnect hook gets a null `close_code`.
+        let close_code = close_code.filter(|_| conn.encoding != Encoding::Sse);
         for name in conn.rooms.iter() {
             membership::exit(&mut self.rooms, id, name);
         }
@@ -545,12 +567,14 @@ impl Hub {
         self.send(id, "error", payload, Some(correlation_id), reference);
     }
 
-    /// Queues a Ping and a `heartbeat` to every connection.
+    /// Queues a Ping and a `heartbeat` to every WebSocket, and the
+    /// `: heartbeat` comment to every SSE stream (which has no Ping).
     fn heartbeat(&mut self) {
         let ts = timestamp_now();
         let env = Envelope::message("heartbeat", json!({}), None, &ts, None);
         let json = Outbound::Message(encode(&env, Encoding::Json));
         let mut msgpack = None;
+        let comment = Outbound::Message(sse::heartbeat());
         let limit = self.config.send_queue;
         let write_through = self.write_through;
         let mut slow = Vec::new();
@@ -560,10 +584,11 @@ impl Hub {
                 Encoding::MsgPack => msgpack
                     .get_or_insert_with(|| Outbound::Message(encode(&env, Encoding::MsgPack)))
                     .clone(),
+                Encoding::Sse => comment.clone(),
             };
-            if !(conn.outlet.push(Outbound::Ping, limit, write_through)
-                && conn.outlet.push(beat, limit, write_through))
-            {
+            let ping = conn.encoding == Encoding::Sse
+                || conn.outlet.push(Outbound::Ping, limit, write_through);
+            if !(ping && conn.outlet.push(beat, limit, write_through)) {
                 slow.push(conn.id);
             }
         }
@@ -574,21 +599,29 @@ impl Hub {
 
     /// Closes silent connections (4000) and expired tokens (4001), and
     /// forgets old idempotency keys and events older than `history_ttl`.
+    /// An SSE stream sends nothing, so only its writes tell whether its
+    /// peer is there (the writer's stall timeout); its expired token (or
+    /// connect hook's `expires_at`) is told with an `error` before it ends.
     fn sweep(&mut self, now: Instant) {
         let timeout = self.config.heartbeat_timeout;
         let wall = unix_now();
         let mut due = Vec::new();
         for conn in self.conns.values() {
-            if now.duration_since(conn.last_seen) > timeout {
-                due.push((conn.id, CloseCode::HeartbeatTimeout));
+            let stream = conn.encoding == Encoding::Sse;
+            if !stream && now.duration_since(conn.last_seen) > timeout {
+                due.push((conn.id, CloseCode::HeartbeatTimeout, stream));
             } else if conn.claims.as_ref().is_some_and(|c| c.exp <= wall)
                 || conn.expires_at.is_some_and(|at| at <= wall)
             {
-                due.push((conn.id, CloseCode::TokenExpired));
+                due.push((conn.id, CloseCode::TokenExpired, stream));
             }
         }
-        for (id, code) in due {
-            self.close(id, code);
+        for (id, code, stream) in due {
+            if stream {
+                self.expire_stream(id);
+            } else {
+                self.close(id, code);
+            }
         }
         self.idempotency.prune(now);
         let ttl = self.config.history_ttl;

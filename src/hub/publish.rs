@@ -122,7 +122,9 @@ impl Hub {
             started,
             ..
         } = fresh;
-        let mut fanout = self.fanout(EventRecord::new(seq, json), &correlation_id, &id);
+        let mut fanout = self
+            .fanout(EventRecord::new(seq, json), &correlation_id, &id)
+            .of_room(publish.room());
         match &publish.target {
             Target::Room(name) => {
                 let room = self.rooms.get_mut(name.as_str()).expect("created above");
@@ -188,6 +190,7 @@ impl Hub {
     ) -> Fanout<'a> {
         Fanout {
             record,
+            room: None,
             limit: self.config.send_queue,
             write_through: self.write_through,
             recipients: 0,
@@ -203,6 +206,9 @@ impl Hub {
     /// and closes the slow consumers it found; returns the recipients.
     pub(super) fn finish(&mut self, done: FanoutTally, room: Option<&str>) -> usize {
         self.metrics.encoded(true, done.record.has_msgpack());
+        if done.record.has_sse() {
+            self.metrics.encoded_sse();
+        }
         // History first: closing the last member must not drop the room
         // before its newest event is kept.
         if let Some(name) = room {
@@ -297,6 +303,8 @@ impl Trace<'_> {
 /// One event on its way to its recipients.
 pub(super) struct Fanout<'a> {
     record: EventRecord,
+    /// The event's room, for the `id:` lines of SSE streams.
+    room: Option<&'a str>,
     limit: usize,
     write_through: bool,
     recipients: usize,
@@ -311,16 +319,49 @@ pub(super) struct FanoutTally {
     slow: Vec<ConnId>,
 }
 
-impl Fanout<'_> {
+impl<'a> Fanout<'a> {
+    /// The same fan-out, of an event of `room`.
+    pub(super) fn of_room(self, room: Option<&'a str>) -> Self {
+        Self { room, ..self }
+    }
+
     /// Hands the event to one connection; a full queue marks it slow.
     pub(super) fn to(&mut self, id: ConnId, encoding: Encoding, outlet: &Outlet) {
-        let message = self.record.encoded(encoding);
-        if outlet.push_message(message, self.limit, self.write_through) {
+        let pushed = match (encoding, self.room, self.record.seq) {
+            (Encoding::Sse, Some(room), Some(seq)) => self.deliver_to_stream(outlet, room, seq),
+            _ => {
+                let message = self.record.encoded(encoding);
+                outlet.push_message(message, self.limit, self.write_through)
+            }
+        };
+        if pushed {
             self.recipients += 1;
         } else {
             self.slow.push(id);
         }
         self.trace.queued(id);
+    }
+
+    /// A room event to an SSE stream (PROTOCOL.md section 12). A stream
+    /// of this room alone gets the event with the room's `id:` line, built
+    /// once and shared like any frame (every stream's cursor carries the
+    /// hub's epoch); a stream of several rooms gets the shared `data:`
+    /// bytes after an `id:` line of its own.
+    fn deliver_to_stream(&mut self, outlet: &Outlet, room: &str, seq: u64) -> bool {
+        let (limit, write_through) = (self.limit, self.write_through);
+        let Some(cursor) = outlet.cursor() else {
+            let data = self.record.encoded(Encoding::Sse);
+            return outlet.push_message(data, limit, write_through);
+        };
+        // Made at the first stream, whichever kind: the `data:` form every
+        // stream of several rooms gets is a slice of the same buffer.
+        let tagged = self.record.sse_tagged(cursor.epoch(), room);
+        if cursor.is_single_room() {
+            outlet.push_message(tagged, limit, write_through)
+        } else {
+            let data = self.record.encoded(Encoding::Sse);
+            outlet.push_tagged(data, room, seq, limit, write_through)
+        }
     }
 
     pub(super) fn done(self) -> FanoutTally {

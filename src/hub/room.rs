@@ -39,7 +39,7 @@ struct Kept {
 /// What a [`Room::replay`] did besides handing out events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Replay {
-    /// Events transcoded to MessagePack (and kept so) on the way.
+    /// Events transcoded to MessagePack or SSE (and kept so) on the way.
     pub transcoded: usize,
     /// Bytes the history grew by keeping those transcodings.
     pub grew: usize,
@@ -290,7 +290,8 @@ impl Room {
 
     /// Hands the events after `since`, oldest first and in `encoding`, to
     /// `push` until it refuses one, if [`Room::can_resume`]. A MessagePack
-    /// form made on the way is kept, and counted in the history's bytes.
+    /// or SSE form made on the way is kept, and counted in the history's
+    /// bytes. The events are consecutive: the n-th has seq `since + n`.
     pub fn replay(
         &mut self,
         since: u64,
@@ -307,7 +308,11 @@ impl Room {
         };
         for kept in self.history.range_mut(start..) {
             let before = kept.record.size();
-            let fresh = encoding == Encoding::MsgPack && !kept.record.has_msgpack();
+            let fresh = match encoding {
+                Encoding::Json => false,
+                Encoding::MsgPack => !kept.record.has_msgpack(),
+                Encoding::Sse => !kept.record.has_sse(),
+            };
             let taken = push(kept.record.encoded(encoding));
             if fresh {
                 replay.transcoded += 1;

@@ -98,6 +98,14 @@ impl Rooms {
         }
     }
 
+    /// The last seq of room `name` if it was forgotten (and is not in the
+    /// table again), or 0. A forgotten room holds none of its events: a
+    /// resume recovers it only from that seq, as a room whose history
+    /// has all left.
+    pub fn forgotten_seq(&self, name: &str) -> u64 {
+        self.forgotten.get(name).map_or(0, |&(seq, _)| seq)
+    }
+
     /// How many forgotten rooms' seqs are remembered.
     #[cfg(test)]
     pub fn remembered(&self) -> usize {

@@ -187,7 +187,8 @@ impl Hub {
         for room in &resumed {
             let pos = since[*room];
             let known = self.rooms.get(room.as_str());
-            let source = resume_source(known, pos, loaded.get(room.as_str()));
+            let forgotten = self.rooms.forgotten_seq(room);
+            let source = resume_source(known, forgotten, pos, loaded.get(room.as_str()));
             if epoch_matches && source == Err(None) {
                 to_read.push((*room).clone());
             }
@@ -204,7 +205,10 @@ impl Hub {
             if !ok {
                 let oldest = match source {
                     Err(Some(oldest)) => *oldest,
-                    _ => self.rooms.get(room.as_str()).map_or(1, Room::oldest_seq),
+                    _ => self
+                        .rooms
+                        .get(room.as_str())
+                        .map_or_else(|| self.rooms.forgotten_seq(room) + 1, Room::oldest_seq),
                 };
                 let message = if epoch_matches {
                     format!("room `{room}` no longer holds the events after seq {pos}")
@@ -428,7 +432,7 @@ impl Hub {
 
 /// Where a resume's missed events come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(super) enum Source {
     /// The room's ring (or nothing was missed).
     Ring,
     /// Events read from the store for this subscribe.
@@ -437,15 +441,19 @@ enum Source {
 
 /// Where room `room`'s events after `since` come from, given what was read
 /// from the store for it; `Err(Some(oldest))` when they cannot be resumed,
-/// `Err(None)` when the store must be read first.
-fn resume_source(
+/// `Err(None)` when the store must be read first. A room not in the table
+/// stands at `forgotten` ([`super::rooms::Rooms::forgotten_seq`]) with no
+/// history.
+pub(super) fn resume_source(
     room: Option<&Room>,
+    forgotten: u64,
     since: u64,
     loaded: Option<&Vec<EventRecord>>,
 ) -> Result<Source, Option<u64>> {
     let Some(room) = room else {
-        // A room that never had an event resumes from 0 only.
-        return match Room::default().can_resume(since) {
+        // A room that never had an event resumes from 0 only, and one
+        // that was forgotten (nothing held) from its last seq only.
+        return match Room::continuing(forgotten).can_resume(since) {
             Ok(()) => Ok(Source::Ring),
             Err(unavailable) => Err(Some(unavailable.oldest_seq)),
         };

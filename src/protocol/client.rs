@@ -84,15 +84,18 @@ pub struct DecodeError {
     pub error: ProtocolError,
 }
 
-/// Decodes one frame's payload in `encoding`.
+/// Decodes one frame's payload in `encoding` (an SSE stream sends nothing,
+/// so [`Encoding::Sse`] reads as JSON).
 pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<ClientMessage, DecodeError> {
     let value: Value = match encoding {
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| bare(not_json(&e)))?,
+        Encoding::Json | Encoding::Sse => {
+            serde_json::from_slice(bytes).map_err(|e| bare(not_json(&e)))?
+        }
         Encoding::MsgPack => msgpack_value(bytes).map_err(bare)?,
     };
     let Value::Object(mut obj) = value else {
         let what = match encoding {
-            Encoding::Json => "not a JSON object",
+            Encoding::Json | Encoding::Sse => "not a JSON object",
             Encoding::MsgPack => "not a MessagePack map",
         };
         return Err(bare(ProtocolError::new(ErrorCode::InvalidJson, what)));
@@ -146,7 +149,7 @@ fn msgpack_value(bytes: &[u8]) -> Result<Value, ProtocolError> {
     let value = Value::deserialize(&mut de).map_err(|_| {
         ProtocolError::new(
             ErrorCode::InvalidJson,
-            "not a MessagePack map with string keys",
+            "not a MessagePack map of JSON values (string keys; no bin or ext values: send bytes as a string)",
         )
     })?;
     drop(de);
@@ -517,6 +520,11 @@ mod tests {
         assert_eq!(e.error.code, ErrorCode::InvalidJson);
         let e = decode(b"\xc1", Encoding::MsgPack).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidJson);
+        // {"p": bin 0x00}, as Python's msgpack packs bytes: a value JSON
+        // cannot hold, and the message says so.
+        let e = decode(b"\x81\xa1p\xc4\x01\x00", Encoding::MsgPack).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidJson);
+        assert!(e.error.message.contains("bin"), "{}", e.error.message);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The wire contract of PROTOCOL.md as plain values: error codes, room names,
-//! reserved types, the client-message decoder and the hub-message encoder.
+//! reserved types, the client-message decoder, the hub-message encoder, and
+//! the lines and cursor of a Server-Sent Events stream ([`sse`]).
 //!
 //! Nothing here knows about sockets, frames or the hub; every function is
 //! pure and unit-tested against bytes.
@@ -7,6 +8,7 @@
 mod client;
 mod publish;
 mod server;
+pub mod sse;
 mod time;
 
 pub use client::{ClientAction, ClientMessage, DecodeError, Subscribe, decode};

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-/// The two subprotocols of section 2.
+/// How a connection's messages are put on the wire: the two subprotocols
+/// of section 2, or a Server-Sent Events stream (section 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Encoding {
     /// `wshub.json`: JSON in text frames.
@@ -12,18 +13,23 @@ pub enum Encoding {
     Json,
     /// `wshub.msgpack`: MessagePack maps in binary frames.
     MsgPack,
+    /// `GET /sse`: the `wshub.json` JSON, one `data:` line per message.
+    Sse,
 }
 
 impl Encoding {
-    /// The `Sec-WebSocket-Protocol` token.
+    /// The `Sec-WebSocket-Protocol` token, or `sse` for an event stream (as
+    /// the registry and the welcome show it).
     pub fn protocol(self) -> &'static str {
         match self {
             Self::Json => "wshub.json",
             Self::MsgPack => "wshub.msgpack",
+            Self::Sse => "sse",
         }
     }
 
-    /// The encoding named by a `Sec-WebSocket-Protocol` token.
+    /// The encoding named by a `Sec-WebSocket-Protocol` token (never
+    /// [`Encoding::Sse`], which is not a subprotocol).
     pub fn from_protocol(token: &str) -> Option<Self> {
         match token {
             "wshub.json" => Some(Self::Json),
@@ -82,12 +88,17 @@ impl<'a, P: Serialize> Envelope<'a, P> {
 }
 
 /// A message ready for the wire: a complete WebSocket frame (header and
-/// payload), built once and shared by every recipient, so writing it to a
-/// socket is one more slice in a vectored write.
+/// payload) or SSE event (`data:` line and blank line), built once and
+/// shared by every recipient, so writing it to a socket is one more slice
+/// in a vectored write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     frame: Bytes,
-    header_len: u8,
+    /// Bytes before the message: the frame header, or the SSE event's
+    /// `id:` line (if any) and `data: `.
+    header_len: u32,
+    /// An SSE event, which ends in `\n\n` after the message.
+    sse: bool,
 }
 
 /// Room before a payload for the longest frame header (2 + 8 bytes).
@@ -124,7 +135,29 @@ impl Encoded {
         buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
         Self {
             frame: Bytes::from(buf).slice(start..),
-            header_len: header_len as u8,
+            header_len: header_len as u32,
+            sse: false,
+        }
+    }
+
+    /// An SSE event whose bytes are `frame`: `header_len` bytes of `id:`
+    /// line and `data: `, the message, then `\n\n`.
+    pub(super) fn sse_event(frame: Bytes, header_len: usize) -> Self {
+        debug_assert!(frame.ends_with(b"\n\n") && header_len + 2 <= frame.len());
+        Self {
+            frame,
+            header_len: header_len as u32,
+            sse: true,
+        }
+    }
+
+    /// The same message without the first `n` bytes of its head: an SSE
+    /// event without its `id:` line, sharing the bytes.
+    pub(super) fn without_head(&self, n: usize) -> Self {
+        Self {
+            frame: self.frame.slice(n..),
+            header_len: self.header_len - n as u32,
+            sse: self.sse,
         }
     }
 
@@ -133,24 +166,31 @@ impl Encoded {
         &self.frame
     }
 
-    /// The message without the frame header.
+    /// The message without the frame header (or the SSE event's lines
+    /// around it).
     pub fn payload(&self) -> &[u8] {
-        &self.frame[usize::from(self.header_len)..]
+        let end = self.frame.len() - if self.sse { 2 } else { 0 };
+        &self.frame[self.header_len as usize..end]
     }
 
     /// Whether this is a binary frame (`wshub.msgpack`).
     pub fn is_binary(&self) -> bool {
-        self.frame[0] & 0x0F == opcode::BINARY
+        !self.sse && self.frame[0] & 0x0F == opcode::BINARY
     }
 
     /// Whether this is a close frame.
     pub fn is_close(&self) -> bool {
-        self.frame[0] & 0x0F == opcode::CLOSE
+        !self.sse && self.frame[0] & 0x0F == opcode::CLOSE
+    }
+
+    /// Whether this is an SSE event rather than a WebSocket frame.
+    pub fn is_sse(&self) -> bool {
+        self.sse
     }
 
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
-        self.frame.len() - usize::from(self.header_len)
+        self.payload().len()
     }
 
     /// Whether the payload is empty.
@@ -159,13 +199,20 @@ impl Encoded {
     }
 }
 
-/// Serialises `message` once in `encoding`, as a ready frame.
+/// Serialises `message` once in `encoding`, as a ready frame (or SSE event).
 pub fn encode<T: Serialize + ?Sized>(message: &T, encoding: Encoding) -> Encoded {
     let mut buf = Vec::with_capacity(256);
     buf.resize(MAX_HEADER, 0);
     // Our envelopes hold only string-keyed maps and JSON values, which both
     // serialisers accept; failing here would be a bug in this module.
     match encoding {
+        Encoding::Sse => {
+            buf.clear();
+            buf.extend_from_slice(super::sse::DATA);
+            serde_json::to_writer(&mut buf, message).expect("hub messages serialise to JSON");
+            buf.extend_from_slice(b"\n\n");
+            Encoded::sse_event(Bytes::from(buf), super::sse::DATA.len())
+        }
         Encoding::Json => {
             serde_json::to_writer(&mut buf, message).expect("hub messages serialise to JSON");
             Encoded::seal(opcode::TEXT, buf)

@@ -173,7 +173,12 @@ impl Hub {
     ) {
         let except = except.as_deref().and_then(ConnId::parse);
         let record = EventRecord::new(seq, Encoded::frame(opcode::TEXT, &json));
-        let mut fanout = self.fanout(record, "", "");
+        let room = match &topic {
+            Topic::Room(name) => Some(name.as_str()),
+            _ => None,
+        };
+        // A room event carries its room, for an SSE stream's `id:` line.
+        let mut fanout = self.fanout(record, "", "").of_room(room);
         match &topic {
             Topic::Room(name) => {
                 let capacity = self.config.history_size;
@@ -205,10 +210,6 @@ impl Hub {
                 }
             }
         }
-        let room = match &topic {
-            Topic::Room(name) => Some(name.as_str()),
-            _ => None,
-        };
         self.finish(fanout.done(), room);
     }
 

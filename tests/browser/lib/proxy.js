@@ -1,5 +1,6 @@
 // A TCP proxy the tests control, to cut a browser's connection to the hub
-// the way a network does (no close frame), and to refuse reconnects for a while.
+// the way a network does (no close frame), to refuse reconnects for a while,
+// and to break WebSocket upgrades while plain HTTP passes (as some proxies do).
 
 import net from 'node:net';
 
@@ -22,6 +23,9 @@ export class Proxy {
     this.targetPort = targetPort;
     /** When true, new connections are accepted and destroyed at once. */
     this.refusing = false;
+    /** When true, a connection whose request asks for an upgrade is answered 502. */
+    this.breakUpgrades = false;
+    this.brokenUpgrades = 0;
     this.accepted = 0;
     this.refused = 0;
     /** @type {Set<net.Socket>} */
@@ -37,6 +41,25 @@ export class Proxy {
       client.destroy();
       return;
     }
+    if (this.breakUpgrades) {
+      // Decide on the first bytes of the request head (small enough to come whole).
+      client.once('data', (head) => {
+        if (/^upgrade:\s*websocket/im.test(head.toString('latin1'))) {
+          this.brokenUpgrades += 1;
+          client.end('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+          return;
+        }
+        client.pause();
+        client.unshift(head);
+        this.#pipe(client);
+      });
+      client.on('error', () => {});
+      return;
+    }
+    this.#pipe(client);
+  }
+
+  #pipe(client) {
     this.accepted += 1;
     const upstream = net.connect(this.targetPort, '127.0.0.1');
     for (const socket of [client, upstream]) {

@@ -352,3 +352,48 @@ fn an_unreachable_redis_stops_the_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("redis_url"), "{stderr}");
 }
+
+#[test]
+fn an_sse_stream_on_one_hub_gets_another_hubs_events_and_resumes_on_a_third() {
+    let Some(redis) = Redis::start("sse") else {
+        return;
+    };
+    smol::block_on(async {
+        let a = hub(&redis, "node-a");
+        let b = hub(&redis, "node-b");
+        let c = hub(&redis, "node-c");
+        let mut stream = b.stream("?rooms=feed").await;
+        let epoch = stream.welcome["payload"]["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(stream.welcome["payload"]["node"], "node-b");
+        for n in 1..=3 {
+            a.publish("feed", "tick", json!({ "n": n })).await;
+        }
+        for seq in 1..=3u64 {
+            let (id, event) = stream.recv_tagged().await;
+            assert_eq!(event["seq"], seq, "{event}");
+            assert_eq!(id, Some(format!("{epoch};feed={seq}")));
+        }
+        let cursor = stream.last_event_id();
+        drop(stream);
+        // Missed while away, published on yet another hub.
+        for n in 4..=5 {
+            a.publish("feed", "tick", json!({ "n": n })).await;
+        }
+        let mut resumed = c
+            .stream_with("?rooms=feed", &[("Last-Event-ID", &cursor)])
+            .await
+            .expect("a stream on the third hub");
+        assert_eq!(resumed.welcome_id, cursor);
+        for seq in 4..=5u64 {
+            let (id, event) = resumed.recv_tagged().await;
+            assert_eq!(event["seq"], seq, "{event}");
+            assert_eq!(id, Some(format!("{epoch};feed={seq}")));
+        }
+        b.publish("feed", "tick", json!({ "n": 6 })).await;
+        let (_, event) = resumed.recv_tagged().await;
+        assert_eq!(event["seq"], 6, "each once, in order: {event}");
+    });
+}

@@ -481,3 +481,23 @@ fn a_silently_broken_subscription_is_found_by_the_self_check() {
         tab.expect_nothing_before_pong().await;
     });
 }
+
+#[test]
+fn a_room_message_with_a_seq_redis_cannot_give_is_dropped() {
+    let Some(redis) = Redis::start("hostile-seq") else {
+        return;
+    };
+    smol::block_on(async {
+        let a = hub_with(&redis, "a", |_| {});
+        let mut x = a.client("?rooms=r").await;
+        // Another Redis user's message on the room's channel, with a seq
+        // beyond what HINCRBY can reach: the hub must not count on it.
+        let published = redis.command(&["PUBLISH", "wshub:room:{r}", "18446744073709551615\n\n{}"]);
+        assert_eq!(published, ":1", "the hub listens to the room");
+        assert_eq!(publish(&a, "r", 1).await, 202);
+        assert_eq!(events(&mut x, 1).await, vec![1]);
+        x.expect_nothing_before_pong().await;
+        let health = a.request("GET", "/health", None).await;
+        assert_eq!(health.status, 200);
+    });
+}

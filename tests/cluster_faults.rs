@@ -199,6 +199,16 @@ fn redis_restarted_empty_closes_every_connection_with_1012() {
         assert_eq!(publish(&b, "r", 1).await, 202);
         assert_eq!(events(&mut x, 1).await, [1]);
         assert_eq!(events(&mut y, 1).await, [1]);
+
+        // A stream opened now carries the new epoch in its cursor, so that
+        // it can resume on any hub of the cluster.
+        let new = new.as_str().unwrap_or_default().to_string();
+        for hub in [&a, &b] {
+            let stream = hub.stream("?rooms=r,s").await;
+            assert_eq!(stream.welcome_id, format!("{new};r=1;s=0"));
+            let stream = hub.stream("?rooms=r").await;
+            assert_eq!(stream.welcome_id, format!("{new};r=1"));
+        }
     });
 }
 

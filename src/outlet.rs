@@ -74,7 +74,9 @@ pub struct TaggedEvent {
 /// writes it out.
 #[derive(Debug)]
 pub struct StreamCursor {
-    epoch: Arc<str>,
+    /// Set again by the hub as the stream joins: a cluster's epoch may
+    /// have changed since the server started ([`StreamCursor::set_epoch`]).
+    epoch: std::sync::Mutex<Arc<str>>,
     rooms: Box<[(Box<str>, AtomicU64)]>,
 }
 
@@ -82,7 +84,7 @@ impl StreamCursor {
     /// A cursor of `rooms` (in order, without duplicates), each at seq 0.
     pub fn new(epoch: Arc<str>, rooms: &[String]) -> Self {
         Self {
-            epoch,
+            epoch: std::sync::Mutex::new(epoch),
             rooms: rooms
                 .iter()
                 .map(|r| (r.as_str().into(), AtomicU64::new(0)))
@@ -91,8 +93,22 @@ impl StreamCursor {
     }
 
     /// The epoch the cursor is of.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes the cursor one of `epoch` (the hub's as the stream joins).
+    pub fn set_epoch(&self, epoch: &str) {
+        let mut held = self
+            .epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if **held != *epoch {
+            *held = epoch.into();
+        }
     }
 
     /// Whether the stream has exactly one room, whose shared `id:` line
@@ -105,13 +121,14 @@ impl StreamCursor {
     /// measured to the byte first, so it is one allocation the `Bytes`
     /// takes over as it is, and written without the formatting machinery.
     pub fn id_line(&self) -> Bytes {
-        let mut len = b"id: ".len() + self.epoch.len() + 1;
+        let epoch = self.epoch();
+        let mut len = b"id: ".len() + epoch.len() + 1;
         for (room, seq) in self.rooms.iter() {
             len += 2 + room.len() + decimal_len(seq.load(Ordering::Relaxed));
         }
         let mut line = Vec::with_capacity(len);
         line.extend_from_slice(b"id: ");
-        line.extend_from_slice(self.epoch.as_bytes());
+        line.extend_from_slice(epoch.as_bytes());
         for (room, seq) in self.rooms.iter() {
             line.push(b';');
             line.extend_from_slice(room.as_bytes());
@@ -133,7 +150,7 @@ impl StreamCursor {
 
 impl fmt::Display for StreamCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.epoch)?;
+        f.write_str(&self.epoch())?;
         for (room, seq) in self.rooms.iter() {
             write!(f, ";{room}={}", seq.load(Ordering::Relaxed))?;
         }

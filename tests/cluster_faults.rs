@@ -199,6 +199,16 @@ fn redis_restarted_empty_closes_every_connection_with_1012() {
         assert_eq!(publish(&b, "r", 1).await, 202);
         assert_eq!(events(&mut x, 1).await, [1]);
         assert_eq!(events(&mut y, 1).await, [1]);
+
+        // A stream opened now carries the new epoch in its cursor, so that
+        // it can resume on any hub of the cluster.
+        let new = new.as_str().unwrap_or_default().to_string();
+        for hub in [&a, &b] {
+            let stream = hub.stream("?rooms=r,s").await;
+            assert_eq!(stream.welcome_id, format!("{new};r=1;s=0"));
+            let stream = hub.stream("?rooms=r").await;
+            assert_eq!(stream.welcome_id, format!("{new};r=1"));
+        }
     });
 }
 
@@ -479,5 +489,25 @@ fn a_silently_broken_subscription_is_found_by_the_self_check() {
         }
         assert_eq!(seqs, (1..=sent).collect::<Vec<_>>());
         tab.expect_nothing_before_pong().await;
+    });
+}
+
+#[test]
+fn a_room_message_with_a_seq_redis_cannot_give_is_dropped() {
+    let Some(redis) = Redis::start("hostile-seq") else {
+        return;
+    };
+    smol::block_on(async {
+        let a = hub_with(&redis, "a", |_| {});
+        let mut x = a.client("?rooms=r").await;
+        // Another Redis user's message on the room's channel, with a seq
+        // beyond what HINCRBY can reach: the hub must not count on it.
+        let published = redis.command(&["PUBLISH", "wshub:room:{r}", "18446744073709551615\n\n{}"]);
+        assert_eq!(published, ":1", "the hub listens to the room");
+        assert_eq!(publish(&a, "r", 1).await, 202);
+        assert_eq!(events(&mut x, 1).await, vec![1]);
+        x.expect_nothing_before_pong().await;
+        let health = a.request("GET", "/health", None).await;
+        assert_eq!(health.status, 200);
     });
 }

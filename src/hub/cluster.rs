@@ -39,8 +39,11 @@ const SEQ_PLACEHOLDER: u64 = u64::MAX;
 struct Watch {
     /// Whether the engine confirmed it (a room is then in the hub's table).
     ready: bool,
-    /// Whether the engine was asked.
+    /// Whether the engine was asked (an `Unwatch` is owed).
     asked: bool,
+    /// Whether an answer to the engine's last `Watch` is awaited: a watch
+    /// that failed is asked again by the next waiter.
+    answering: bool,
     /// Waiters that need it, besides the members.
     waiting: usize,
 }
@@ -64,7 +67,8 @@ enum Waiter {
 struct Waiting {
     waiter: Waiter,
     topics: Vec<Topic>,
-    outstanding: usize,
+    /// The topics whose watch it still waits for.
+    pending: Vec<Topic>,
     failed: bool,
 }
 
@@ -195,7 +199,7 @@ impl Hub {
                 && watch.ready
             {
                 watch.ready = false;
-                watch.asked = false;
+                watch.answering = false;
             }
         }
         let topics = sub.rooms.iter().map(|r| Topic::Room(r.clone())).collect();
@@ -217,17 +221,18 @@ impl Hub {
         let mut seen = std::collections::HashSet::new();
         topics.retain(|t| seen.insert(t.clone()));
         let token = self.cluster.token();
-        let mut outstanding = 0;
+        let mut pending = Vec::new();
         for topic in &topics {
             let watch = self.cluster.watches.entry(topic.clone()).or_default();
             watch.waiting += 1;
             if watch.ready {
                 continue;
             }
-            outstanding += 1;
-            if !watch.asked {
+            pending.push(topic.clone());
+            if !watch.answering {
                 // A pending watch is asked once, by the first to need it.
                 watch.asked = true;
+                watch.answering = true;
                 if let Progress::Refused(_) = self.engine.ask(Ask::Watch(topic.clone())) {
                     self.cluster.down = true;
                 }
@@ -236,10 +241,10 @@ impl Hub {
         let waiting = Waiting {
             waiter,
             topics,
-            outstanding,
+            pending,
             failed: false,
         };
-        if outstanding == 0 {
+        if waiting.pending.is_empty() {
             self.run_waiter(waiting);
         } else {
             self.cluster.waiting.insert(token, waiting);
@@ -263,6 +268,7 @@ impl Hub {
             return;
         };
         let ok = result.is_ok();
+        watch.answering = false;
         if !watch.ready {
             watch.ready = ok;
             if let (Topic::Room(name), Ok((last, oldest))) = (&topic, &result)
@@ -276,11 +282,12 @@ impl Hub {
             .cluster
             .waiting
             .iter_mut()
-            .filter(|(_, w)| w.topics.contains(&topic))
             .filter_map(|(token, w)| {
-                w.outstanding = w.outstanding.saturating_sub(1);
+                // Only the waiters that wait for this answer count it.
+                let at = w.pending.iter().position(|t| *t == topic)?;
+                w.pending.swap_remove(at);
                 w.failed |= !ok;
-                (w.outstanding == 0).then_some(*token)
+                w.pending.is_empty().then_some(*token)
             })
             .collect();
         for token in done {

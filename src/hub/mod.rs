@@ -399,7 +399,12 @@ impl Hub {
             }
         }
         let welcome = match conn.outlet.cursor() {
-            Some(cursor) => self.stream_welcome(cursor, &request.rooms, resume.as_ref(), &env),
+            Some(cursor) => {
+                // The server's epoch is the one it started with; a
+                // cluster's may have changed since (PROTOCOL.md section 9).
+                cursor.set_epoch(&self.epoch);
+                self.stream_welcome(cursor, &request.rooms, resume.as_ref(), &env)
+            }
             None => encode(&env, conn.encoding),
         };
         conn.outlet.count_sent(welcome.len());

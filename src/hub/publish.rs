@@ -355,7 +355,7 @@ impl<'a> Fanout<'a> {
         };
         // Made at the first stream, whichever kind: the `data:` form every
         // stream of several rooms gets is a slice of the same buffer.
-        let tagged = self.record.sse_tagged(cursor.epoch(), room);
+        let tagged = self.record.sse_tagged(&cursor.epoch(), room);
         if cursor.is_single_room() {
             outlet.push_message(tagged, limit, write_through)
         } else {

@@ -2,7 +2,9 @@
 //! commands (publishes as Lua scripts, presence writes, watches, reads)
 //! and reads each request's replies back into answers.
 
-use super::replies::{as_strings, as_u64, members_of, parse_entries, read_sequenced, user_json};
+use super::replies::{
+    as_strings, as_u64, members_of, parse_entries, read_sequenced, user_json, valid_seq,
+};
 use super::*;
 
 /// How one request's commands sit in a pipeline, to read its answer.
@@ -288,16 +290,18 @@ impl Worker {
                 let last = next();
                 let first = next();
                 let result = match (last, first) {
-                    (Ok(last), Ok(first)) => {
-                        let last = as_u64(&last).unwrap_or(0);
-                        let oldest = parse_entries(&first, &self.settings)
-                            .first()
-                            .map_or(last + 1, |e| e.0);
-                        if let Some(known) = self.rooms.get_mut(&room) {
-                            *known = last;
+                    (Ok(last), Ok(first)) => match valid_seq(as_u64(&last).unwrap_or(0)) {
+                        Some(last) => {
+                            let oldest = parse_entries(&first, &self.settings)
+                                .first()
+                                .map_or(last + 1, |e| e.0);
+                            if let Some(known) = self.rooms.get_mut(&room) {
+                                *known = last;
+                            }
+                            Ok((last, oldest))
                         }
-                        Ok((last, oldest))
-                    }
+                        None => Err(EngineError::new("the room's seq in Redis is out of range")),
+                    },
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 };
                 self.answers.push(Answer::Watching {

@@ -52,10 +52,20 @@ pub(super) fn read_sequenced(
     }
 }
 
+/// The highest seq Redis can give (`HINCRBY` stops at `i64::MAX`): a
+/// larger one, in a message or an entry, is not the cluster's and is
+/// dropped, so that `seq + 1` holds everywhere the hub counts on.
+pub(super) const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// A seq as Redis could have given it.
+pub(super) fn valid_seq(seq: u64) -> Option<u64> {
+    (seq <= MAX_SEQ).then_some(seq)
+}
+
 /// A room channel's message: seq, the publisher to skip, the JSON.
 pub(super) fn parse_room_message(payload: &[u8]) -> Option<(u64, Option<String>, bytes::Bytes)> {
     let mut parts = payload.splitn(3, |&b| b == b'\n');
-    let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let seq = valid_seq(std::str::from_utf8(parts.next()?).ok()?.parse().ok()?)?;
     let except = std::str::from_utf8(parts.next()?).ok()?;
     let json = parts.next()?;
     let except = (!except.is_empty()).then(|| except.to_string());
@@ -81,7 +91,12 @@ pub(super) fn parse_entries(
         else {
             continue;
         };
-        let Some(seq) = id.split('-').next().and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(seq) = id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(valid_seq)
+        else {
             continue;
         };
         let mut json = None;
@@ -168,5 +183,37 @@ mod tests {
         assert_eq!(except, None);
         assert!(parse_room_message(b"x\n\n{}").is_none());
         assert!(parse_room_message(b"1").is_none());
+        // Seqs Redis cannot give (beyond HINCRBY's range) are dropped.
+        assert!(parse_room_message(b"18446744073709551615\n\n{}").is_none());
+        assert!(parse_room_message(b"9223372036854775808\n\n{}").is_none());
+        assert!(parse_room_message(b"9223372036854775807\n\n{}").is_some());
+    }
+
+    #[test]
+    fn history_entries_beyond_redis_seqs_are_dropped() {
+        let entry = |id: &str| {
+            Value::Array(vec![
+                Value::BulkString(id.as_bytes().to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"j".to_vec()),
+                    Value::BulkString(b"{}".to_vec()),
+                ]),
+            ])
+        };
+        let settings = RedisSettings {
+            url: String::new(),
+            prefix: "p".into(),
+            node: "n".into(),
+            history_size: 10,
+            history_ttl: Duration::ZERO,
+            heartbeat_timeout: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+        };
+        let reply = Value::Array(vec![entry("3-0"), entry("18446744073709551615-0")]);
+        let seqs: Vec<u64> = parse_entries(&reply, &settings)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(seqs, vec![3]);
     }
 }

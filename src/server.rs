@@ -389,7 +389,10 @@ impl Handle {
         self.addr
     }
 
-    /// This hub's epoch, as every `welcome` carries it.
+    /// The epoch this hub started with, as every `welcome` carries it. In
+    /// a cluster whose Redis lost its data the hub moves to a new epoch
+    /// (closing every connection with 1012); from then on the welcome's
+    /// `epoch` is the one to trust, not this.
     pub fn epoch(&self) -> &str {
         &self.epoch
     }

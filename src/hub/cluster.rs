@@ -531,7 +531,9 @@ impl Hub {
                     "degraded" => Status::Degraded,
                     _ => Status::Down,
                 };
-                if component != "engine" {
+                // Only what `PUT /api/health/{component}` could have set: a
+                // name from another writer of Redis is not a component.
+                if component != "engine" && crate::protocol::is_valid_room(&component) {
                     self.set_health(component, status, detail, &new_uuid());
                 }
             }

@@ -54,7 +54,9 @@ fn metrics_match_a_scripted_scenario_counter_by_counter() {
     let hub = TestHub::with_config(|c| {
         c.jwt_secret = Some(SECRET.into());
         c.heartbeat_interval = Duration::from_secs(600);
-        c.heartbeat_timeout = Duration::from_secs(2);
+        // Well past the 1 s token below, so that a loaded machine's late
+        // sweep cannot take the expiring client for a silent one.
+        c.heartbeat_timeout = Duration::from_secs(4);
         c.send_queue = 8;
     });
     let addr = hub.handle().addr();

@@ -126,29 +126,9 @@ impl Hub {
             .fanout(EventRecord::new(seq, json), &correlation_id, &id)
             .of_room(publish.room());
         match &publish.target {
-            Target::Room(name) => {
-                let room = self.rooms.get_mut(name.as_str()).expect("created above");
-                // Read every member's state first: the cache misses then
-                // overlap instead of stalling one send each.
-                for member in room.members() {
-                    member.outlet.warm();
-                }
-                for member in room.members().iter().filter(|m| Some(m.id) != except) {
-                    fanout.to(member.id, member.encoding, &member.outlet);
-                }
-            }
-            Target::User(user) => {
-                for conn in self.users.get(user).into_iter().flatten() {
-                    if let Some(conn) = self.conns.get(conn) {
-                        fanout.to(conn.id, conn.encoding, &conn.outlet);
-                    }
-                }
-            }
-            Target::Everyone => {
-                for conn in self.conns.values() {
-                    fanout.to(conn.id, conn.encoding, &conn.outlet);
-                }
-            }
+            Target::Room(name) => self.to_members(&mut fanout, name, except),
+            Target::User(user) => self.to_user(&mut fanout, user),
+            Target::Everyone => self.to_everyone(&mut fanout),
         }
         let recipients = self.finish(fanout.done(), publish.room());
         if let Target::Room(name) = &publish.target {
@@ -179,6 +159,37 @@ impl Hub {
                 .insert(key, published.clone(), Instant::now());
         }
         published
+    }
+
+    /// Hands `fanout` to every member of room `name` but `except`.
+    pub(super) fn to_members(&self, fanout: &mut Fanout<'_>, name: &str, except: Option<ConnId>) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        // Read every member's state first: the cache misses then overlap
+        // instead of stalling one send each.
+        for member in room.members() {
+            member.outlet.warm();
+        }
+        for member in room.members().iter().filter(|m| Some(m.id) != except) {
+            fanout.to(member.id, member.encoding, &member.outlet);
+        }
+    }
+
+    /// Hands `fanout` to every connection of `user`.
+    pub(super) fn to_user(&self, fanout: &mut Fanout<'_>, user: &str) {
+        for conn in self.users.get(user).into_iter().flatten() {
+            if let Some(conn) = self.conns.get(conn) {
+                fanout.to(conn.id, conn.encoding, &conn.outlet);
+            }
+        }
+    }
+
+    /// Hands `fanout` to every connection.
+    pub(super) fn to_everyone(&self, fanout: &mut Fanout<'_>) {
+        for conn in self.conns.values() {
+            fanout.to(conn.id, conn.encoding, &conn.outlet);
+        }
     }
 
     /// A fan-out of `record` with this hub's queue limit and write mode.
@@ -242,9 +253,7 @@ impl Hub {
             let id = new_uuid();
             let json = event_json("health_status", &payload, correlation_id, &id, None, None);
             let mut fanout = self.fanout(EventRecord::new(None, json), correlation_id, &id);
-            for conn in self.conns.values() {
-                fanout.to(conn.id, conn.encoding, &conn.outlet);
-            }
+            self.to_everyone(&mut fanout);
             let recipients = self.finish(fanout.done(), None);
             tracing::info!(
                 correlation_id = as_json(correlation_id),

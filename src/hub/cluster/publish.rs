@@ -190,25 +190,10 @@ impl Hub {
                     return; // had it already
                 }
                 room.delivered(seq, capacity);
-                for member in room.members() {
-                    member.outlet.warm();
-                }
-                for member in room.members().iter().filter(|m| Some(m.id) != except) {
-                    fanout.to(member.id, member.encoding, &member.outlet);
-                }
+                self.to_members(&mut fanout, name, except);
             }
-            Topic::User(user) => {
-                for conn in self.users.get(user).into_iter().flatten() {
-                    if let Some(conn) = self.conns.get(conn) {
-                        fanout.to(conn.id, conn.encoding, &conn.outlet);
-                    }
-                }
-            }
-            Topic::Everyone => {
-                for conn in self.conns.values() {
-                    fanout.to(conn.id, conn.encoding, &conn.outlet);
-                }
-            }
+            Topic::User(user) => self.to_user(&mut fanout, user),
+            Topic::Everyone => self.to_everyone(&mut fanout),
         }
         self.finish(fanout.done(), room);
     }

@@ -47,21 +47,8 @@ pub(crate) async fn upgrade(
     query: &str,
     accept: &str,
 ) -> Result<Vec<u8>, ConnectError> {
-    (&*stream)
-        .write_all(&wire::upgrade_request(host, query))
-        .await?;
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = stream.read_with(|io| (&*io).read(&mut chunk)).await?;
-        if n == 0 {
-            return Err(ConnectError::Closed);
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(len) = wire::check_upgrade(&head, accept)? {
-            return Ok(head.split_off(len));
-        }
-    }
+    let request = wire::upgrade_request(host, query);
+    exchange_head(stream, &request, |head| wire::check_upgrade(head, accept)).await
 }
 
 /// Sends the `/sse` request for `query` and reads the `200` head; returns
@@ -71,9 +58,18 @@ pub(crate) async fn open_stream(
     host: &str,
     query: &str,
 ) -> Result<Vec<u8>, ConnectError> {
-    (&*stream)
-        .write_all(&wire::stream_request(host, query))
-        .await?;
+    let request = wire::stream_request(host, query);
+    exchange_head(stream, &request, wire::check_stream).await
+}
+
+/// Writes `request`, then reads until `check` finds the answer's head
+/// complete; returns the bytes after the head.
+async fn exchange_head(
+    stream: &Async<TcpStream>,
+    request: &[u8],
+    check: impl Fn(&[u8]) -> Result<Option<usize>, WireError>,
+) -> Result<Vec<u8>, ConnectError> {
+    send(stream, request).await?;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 2048];
     loop {
@@ -82,7 +78,7 @@ pub(crate) async fn open_stream(
             return Err(ConnectError::Closed);
         }
         head.extend_from_slice(&chunk[..n]);
-        if let Some(len) = wire::check_stream(&head)? {
+        if let Some(len) = check(&head)? {
             return Ok(head.split_off(len));
         }
     }

@@ -51,6 +51,25 @@ pub(crate) fn upgrade_request(host: &str, query: &str) -> Vec<u8> {
 /// Checks the answer to [`upgrade_request`]: `Ok(None)` while the head is
 /// incomplete, `Ok(Some(len))` with the head's length once it is a valid 101.
 pub(crate) fn check_upgrade(buf: &[u8], accept: &str) -> Result<Option<usize>, WireError> {
+    check_head(
+        buf,
+        101,
+        "missing or wrong Sec-WebSocket-Accept",
+        |name, value| {
+            name.eq_ignore_ascii_case("sec-websocket-accept") && value == accept.as_bytes()
+        },
+    )
+}
+
+/// Parses a response head: `Ok(None)` while incomplete, else its length
+/// once its status is `status` and some header passes `wanted` (`missing`
+/// when none does).
+fn check_head(
+    buf: &[u8],
+    status: u16,
+    missing: &'static str,
+    wanted: impl Fn(&str, &[u8]) -> bool,
+) -> Result<Option<usize>, WireError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
@@ -60,19 +79,15 @@ pub(crate) fn check_upgrade(buf: &[u8], accept: &str) -> Result<Option<usize>, W
         Err(_) => return Err(WireError::Handshake("unparsable head")),
     };
     match response.code {
-        Some(101) => {}
+        Some(code) if code == status => {}
         Some(code) => return Err(WireError::Status(code)),
         None => return Err(WireError::Handshake("no status")),
     }
-    let accepted = response.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("sec-websocket-accept") && h.value == accept.as_bytes()
-    });
-    if !accepted {
-        return Err(WireError::Handshake(
-            "missing or wrong Sec-WebSocket-Accept",
-        ));
+    if response.headers.iter().any(|h| wanted(h.name, h.value)) {
+        Ok(Some(len))
+    } else {
+        Err(WireError::Handshake(missing))
     }
-    Ok(Some(len))
 }
 
 /// How the subscribers receive events.
@@ -96,26 +111,9 @@ pub(crate) fn stream_request(host: &str, query: &str) -> Vec<u8> {
 /// incomplete, `Ok(Some(len))` with the head's length once it is a `200`
 /// with `Content-Type: text/event-stream`.
 pub(crate) fn check_stream(buf: &[u8]) -> Result<Option<usize>, WireError> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err(WireError::Handshake("head too large")),
-        Err(_) => return Err(WireError::Handshake("unparsable head")),
-    };
-    match response.code {
-        Some(200) => {}
-        Some(code) => return Err(WireError::Status(code)),
-        None => return Err(WireError::Handshake("no status")),
-    }
-    let event_stream = response.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("content-type") && h.value.starts_with(b"text/event-stream")
-    });
-    if !event_stream {
-        return Err(WireError::Handshake("not text/event-stream"));
-    }
-    Ok(Some(len))
+    check_head(buf, 200, "not text/event-stream", |name, value| {
+        name.eq_ignore_ascii_case("content-type") && value.starts_with(b"text/event-stream")
+    })
 }
 
 /// The `Sec-WebSocket-Accept` value a server must answer [`WEBSOCKET_KEY`] with.

@@ -13,23 +13,13 @@ mod redis_server;
 
 use std::time::{Duration, Instant};
 
-use redis_server::Redis;
+use redis_server::{Redis, hub_with};
 use serde_json::{Value, json};
 use wshub::testing::{TIMEOUT, TestClient, TestHub};
 
 /// A hub of the cluster on `redis`, named `node`.
 fn hub(redis: &Redis, node: &str) -> TestHub {
     hub_with(redis, node, |_| {})
-}
-
-fn hub_with(redis: &Redis, node: &str, change: impl FnOnce(&mut wshub::Config)) -> TestHub {
-    let url = redis.url();
-    let node = node.to_string();
-    TestHub::with_config(move |c| {
-        c.redis_url = Some(url);
-        c.node_id = Some(node);
-        change(c);
-    })
 }
 
 /// Reads events of `room` until `n` have come; every other message but

@@ -14,20 +14,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_server::Redis;
+use redis_server::{Redis, hub_with};
 use serde_json::{Value, json};
 use wshub::client::Closed;
 use wshub::testing::{TIMEOUT, TestClient, TestHub};
-
-fn hub_with(redis: &Redis, node: &str, change: impl FnOnce(&mut wshub::Config)) -> TestHub {
-    let url = redis.url();
-    let node = node.to_string();
-    TestHub::with_config(move |c| {
-        c.redis_url = Some(url);
-        c.node_id = Some(node);
-        change(c);
-    })
-}
 
 /// The next `n` room events (heartbeats skipped, anything else fails).
 async fn events(client: &mut TestClient, n: usize) -> Vec<u64> {

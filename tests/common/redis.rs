@@ -12,6 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A hub of the cluster on `redis`, named `node`, with `change` made to
+/// its settings.
+pub fn hub_with(
+    redis: &Redis,
+    node: &str,
+    change: impl FnOnce(&mut wshub::Config),
+) -> wshub::testing::TestHub {
+    let url = redis.url();
+    let node = node.to_string();
+    wshub::testing::TestHub::with_config(move |c| {
+        c.redis_url = Some(url);
+        c.node_id = Some(node);
+        change(c);
+    })
+}
+
 /// How long Redis gets to start or stop.
 const REDIS_WAIT: Duration = Duration::from_secs(10);
 

@@ -1,7 +1,8 @@
 //! What admits a connection, WebSocket or SSE stream alike (PROTOCOL.md
 //! sections 2, 11 and 12): the `?rooms=` list, the `Origin`, the token (by
-//! header or `?token=`) and its room permissions; and the JSON refusal
-//! when they, or the hub's limits, say no. Each route checks `Host`, then
+//! header or `?token=`) and its room permissions; the JSON refusal when
+//! they, the app's hooks or the hub's limits say no; and the opening write
+//! of one that is let in. Each route checks `Host`, then
 //! the `Origin`, before anything, then its own request shape (the upgrade
 //! headers, the method).
 
@@ -18,7 +19,7 @@ use super::request::Request;
 use super::response::{Response, write_all_within};
 use crate::auth::{self, Claims};
 use crate::config::Config;
-use crate::hub::Refusal;
+use crate::hub::{ConnId, Refusal};
 use crate::log::as_json;
 use crate::protocol::{ErrorCode, is_valid_room};
 
@@ -102,6 +103,23 @@ fn rooms(request: &Request) -> Result<Vec<String>, Refusal> {
         }
     }
     Ok(rooms)
+}
+
+/// Writes an admitted connection's opening bytes (its response head and
+/// welcome); a peer that does not take them within `handshake_timeout`
+/// leaves the hub again. Whether they were written.
+pub(super) async fn open(
+    stream: &Async<TcpStream>,
+    bytes: &[u8],
+    id: ConnId,
+    ctx: &Context,
+) -> bool {
+    let mut io = stream;
+    let written = write_all_within(&mut io, bytes, ctx.config.handshake_timeout).await;
+    if written.is_err() {
+        ctx.hub.leave(id, "error", None).await;
+    }
+    written.is_ok()
 }
 
 /// Answers a refused request with its JSON error (and `headers`), then

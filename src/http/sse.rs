@@ -16,7 +16,6 @@ use smol::Async;
 use super::access::cors_headers;
 use super::admission::{self, Admitted, refuse, refuse_kept};
 use super::request::Request;
-use super::response::write_all_within;
 use super::{Context, connect_hook, host};
 use crate::auth::Claims;
 use crate::config::Config;
@@ -155,12 +154,7 @@ pub(crate) async fn open(
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(RETRY);
     bytes.extend_from_slice(joined.welcome.wire());
-    let mut io = &link.socket;
-    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
-        .await
-        .is_err()
-    {
-        ctx.hub.leave(joined.id, "error", None).await;
+    if !admission::open(&link.socket, &bytes, joined.id, ctx).await {
         return;
     }
     let opened = Stream {

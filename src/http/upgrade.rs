@@ -12,7 +12,6 @@ use smol::Async;
 
 use super::admission::{self, Admitted, refuse};
 use super::request::Request;
-use super::response::write_all_within;
 use super::{Context, connect_hook, host};
 use crate::auth::Claims;
 use crate::config::Config;
@@ -113,12 +112,7 @@ pub(crate) async fn upgrade(
     // is first whatever the writer finds queued later.
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(joined.welcome.wire());
-    let mut io = &link.socket;
-    if write_all_within(&mut io, &bytes, ctx.config.handshake_timeout)
-        .await
-        .is_err()
-    {
-        ctx.hub.leave(joined.id, "error", None).await;
+    if !admission::open(&link.socket, &bytes, joined.id, ctx).await {
         return;
     }
     let upgraded = Upgraded {
